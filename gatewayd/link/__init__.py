@@ -1,0 +1,3 @@
+"""
+WAN links and the kernel interface through netlink (knows nothing of UPnP).
+"""

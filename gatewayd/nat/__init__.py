@@ -1,0 +1,3 @@
+"""
+Port forwarding backends (knows nothing of UPnP).
+"""

@@ -1,0 +1,3 @@
+"""
+UPnP device architecture: discovery, description, control and eventing (knows nothing of routers).
+"""
