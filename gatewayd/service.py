@@ -241,14 +241,14 @@ def makeGateway(
     @param ssdpPort: the SSDP port (tests use another one).
     """
     from gatewayd import config as configModule
-    from gatewayd.state import FileStateStore, udnSeed
+    from gatewayd.state import FileStateStore, threadRunner, udnSeed
     from gatewayd.upnp.http import LANHTTPService, LANPolicy, makeSite
     from gatewayd.upnp.description import configIdOf
     from gatewayd.upnp.ssdp import SSDPService
 
     gateway = GatewayService(config, reactor)
     stateDir = FilePath(config.gateway.stateDir)
-    store = FileStateStore(stateDir, reactor)
+    store = FileStateStore(stateDir, threadRunner(reactor))
     seed = udnSeed(store)
 
     if nat is None:
@@ -321,8 +321,9 @@ def makeGateway(
     )
 
     if config.manhole.port:
-        from gatewayd.manhole import ManholeService
+        from gatewayd.manhole import ManholeService, checkPasswordFile
 
+        checkPasswordFile(FilePath(config.manhole.passwordFile))
         manhole = ManholeService(
             reactor, config.manhole.port, FilePath(config.manhole.passwordFile), gateway.namespace
         )
