@@ -1,0 +1,464 @@
+# -*- test-case-name: tests.unit.test_netlink -*-
+"""
+The kernel's view of interfaces and addresses, through one pyroute2
+C{AsyncIPRoute} socket: the only place gatewayd talks rtnetlink (besides
+the DHCP client).
+
+This is the read-only half: a snapshot of every interface (flags, MTU, IPv4
+addresses, counters), kept current from link and IPv4 address events. The
+write half (addresses, routes, rules) will send its requests through the
+same socket with L{NetlinkService._call}.
+
+pyroute2 runs on asyncio; gatewayd runs on Twisted's asyncio reactor, whose
+event loop is the one pyroute2 uses. pyroute2 coroutines run as asyncio
+tasks (C{asyncio.ensure_future}) and meet Twisted as
+C{Deferred.fromFuture}; awaiting them from a Twisted coroutine fails.
+pyroute2 is imported only once the service starts, so importing this module
+stays cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import aclosing
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Interface
+from socket import AF_INET
+from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
+
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from gatewayd.interfaces import INetlink, InterfaceState, LANAddress
+
+_T = TypeVar("_T")
+
+# Kernel ABI constants (linux/rtnetlink.h, linux/if.h); stable, and defined
+# here so that importing this module does not import pyroute2.
+RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR = 16, 17, 20, 21
+RTMGRP_LINK, RTMGRP_IPV4_IFADDR = 0x1, 0x10
+IFF_UP, IFF_LOWER_UP = 0x1, 0x10000
+AF_UNSPEC = 0
+
+STATS_KEYS = ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets")
+
+#: Seconds to wait before reopening the socket after the reader failed, by
+#: consecutive failure; the last one repeats.
+RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class UnknownInterface(KeyError):
+    """
+    No interface of that name is known (or the service is not running).
+    """
+
+
+class NetlinkNotRunning(Exception):
+    """
+    The request needs the netlink socket, and the service has not finished
+    starting (or has stopped).
+    """
+
+
+class NetlinkSessionEnded(Exception):
+    """
+    The netlink socket stopped delivering events without an error.
+    """
+
+
+@dataclass
+class _Link:
+    """
+    What the latest RTM_NEWLINK said about one ifindex.
+    """
+
+    name: str
+    flags: int
+    mtu: int
+    stats: Mapping[str, int] = field(default_factory=dict)
+
+
+def _statsOf(msg: Any) -> dict[str, int] | None:
+    stats = msg.get("stats64")
+    if stats is None:
+        return None
+    return {key: int(stats.get(key) or 0) for key in STATS_KEYS}
+
+
+def _parseLink(msg: Any, previous: _Link | None) -> _Link | None:
+    """
+    @return: the link described by an RTM_NEWLINK message, keeping what the
+        message leaves out from C{previous}; L{None} if the message names
+        no interface at all.
+    """
+    name = msg.get("ifname") or (previous.name if previous else None)
+    if name is None:
+        return None
+    mtu = msg.get("mtu")
+    stats = _statsOf(msg)
+    return _Link(
+        name=name,
+        flags=int(msg["flags"]),
+        mtu=int(mtu) if mtu is not None else (previous.mtu if previous else 0),
+        stats=stats if stats is not None else (previous.stats if previous else {}),
+    )
+
+
+def _parseAddress(msg: Any) -> IPv4Interface | None:
+    """
+    @return: the local address of an RTM_NEWADDR/RTM_DELADDR message. For
+        point-to-point links C{IFA_ADDRESS} is the peer, so C{IFA_LOCAL}
+        wins.
+    """
+    address = msg.get("local") or msg.get("address")
+    if address is None:
+        return None
+    return IPv4Interface(f"{address}/{msg['prefixlen']}")
+
+
+def _sansStats(state: InterfaceState | None) -> InterfaceState | None:
+    return None if state is None else replace(state, stats={})
+
+
+@implementer(INetlink)
+class NetlinkService(Service):
+    """
+    One rtnetlink socket: a live snapshot of interfaces and their IPv4
+    addresses, and watchers told about every change.
+
+    Needs the asyncio reactor and no privileges (reading netlink is open to
+    any user).
+
+    Counters in L{InterfaceState.stats} are as of the last link event;
+    changing counters alone notify no watcher. L{statistics} reads them
+    fresh.
+
+    @ivar netns: the network namespace (name under C{/var/run/netns}) to
+        watch, or L{None} for this process's own.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        netns: str | None = None,
+        retryDelays: Sequence[float] = RETRY_DELAYS,
+    ) -> None:
+        """
+        @param reactor: the reactor; must be the asyncio reactor once
+            started.
+        @param netns: see L{netns}.
+        @param retryDelays: seconds before reopening the socket after
+            consecutive failures; the last one repeats.
+        """
+        self._reactor = reactor
+        self.netns = netns
+        self._retryDelays = tuple(retryDelays) or (RETRY_DELAYS[-1],)
+        self._failures = 0
+        self._links: dict[int, _Link] = {}
+        self._addresses: dict[int, list[IPv4Interface]] = {}
+        self._states: dict[str, InterfaceState] = {}
+        self._watchers: dict[str, list[Callable[[InterfaceState | None], None]]] = {}
+        self._ready = False
+        self._readyWaiters: list[Deferred[None]] = []
+        self._ipr: Any = None
+        self._session: asyncio.Future[None] | None = None
+        self._requests: set[asyncio.Future[Any]] = set()
+        self._retry: IDelayedCall | None = None
+
+    # -- INetlink -----------------------------------------------------------
+
+    def interfaceState(self, name: str) -> InterfaceState | None:
+        """
+        @return: the last known state of C{name}, or L{None} if there is no
+            such interface or the first snapshot is not complete yet.
+        """
+        return self._states.get(name)
+
+    def watchInterface(
+        self, name: str, observer: Callable[[InterfaceState | None], None]
+    ) -> Callable[[], None]:
+        """
+        Call C{observer} with the state of C{name} now (if known) and after
+        every change; L{None} means the interface disappeared. Watch each
+        LAN interface this way to follow its addresses.
+
+        @return: a callable that stops the watch; calling it twice is
+            harmless.
+        """
+        self._watchers.setdefault(name, []).append(observer)
+        state = self._states.get(name)
+        if state is not None:
+            self._tell(observer, name, state)
+
+        def unwatch() -> None:
+            observers = self._watchers.get(name, [])
+            if observer in observers:
+                observers.remove(observer)
+            if not observers:
+                self._watchers.pop(name, None)
+
+        return unwatch
+
+    # -- more than INetlink -------------------------------------------------
+
+    def interfaces(self) -> dict[str, InterfaceState]:
+        """
+        @return: a copy of the snapshot: every known interface by name.
+        """
+        return dict(self._states)
+
+    def whenReady(self) -> Deferred[None]:
+        """
+        @return: a new L{Deferred} that fires with L{None} once a complete
+            snapshot of interfaces and addresses exists (at once if it
+            already does); it fails if the attempt to read it fails, or with
+            L{CancelledError} if the service stops first.
+        """
+        if self._ready:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._readyWaiters.append(d)
+        return d
+
+    def lanAddresses(self, names: Sequence[str]) -> list[LANAddress]:
+        """
+        @return: the IPv4 addresses of the interfaces C{names} that exist
+            and are up, in the order of C{names} and then the kernel's.
+        """
+        result: list[LANAddress] = []
+        for name in dict.fromkeys(names):
+            state = self._states.get(name)
+            if state is not None and state.up:
+                result.extend(LANAddress(name, state.index, a) for a in state.addresses)
+        return result
+
+    def statistics(self, name: str) -> Deferred[Mapping[str, int]]:
+        """
+        Read the counters of C{name} from the kernel now.
+
+        @return: a L{Deferred} firing with C{rx_bytes}, C{tx_bytes},
+            C{rx_packets} and C{tx_packets}; it fails with
+            L{UnknownInterface} if C{name} is not known.
+        """
+        state = self._states.get(name)
+        if state is None or self._ipr is None:
+            return fail(UnknownInterface(name))
+        index = state.index
+
+        async def read(ipr: Any) -> Mapping[str, int]:
+            for msg in await ipr.link("get", index=index):
+                stats = _statsOf(msg)
+                if stats is not None:
+                    return stats
+            return dict.fromkeys(STATS_KEYS, 0)
+
+        return self._call(read)
+
+    # -- service ------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+        if not isinstance(self._reactor, AsyncioSelectorReactor):
+            error = RuntimeError(
+                f"NetlinkService needs the asyncio reactor, not {type(self._reactor).__name__}"
+            )
+            self.log.error("{error}", error=error)
+            self._failWaiters(Failure(error))
+            return
+        self._open()
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Close the socket and stop reading; the snapshot is forgotten
+        (watchers are not told: the interfaces did not go away).
+
+        @return: a L{Deferred} that fires once the reader has ended.
+        """
+        super().stopService()
+        if self._retry is not None:
+            if self._retry.active():
+                self._retry.cancel()
+            self._retry = None
+        for request in list(self._requests):
+            request.cancel()
+        self._ready = False
+        self._links, self._addresses, self._states = {}, {}, {}
+        self._failWaiters(Failure(CancelledError("netlink service stopped")))
+        session, self._session = self._session, None
+        if session is None:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        session.add_done_callback(lambda _: d.callback(None))
+        session.cancel()
+        return d
+
+    # -- reading ------------------------------------------------------------
+
+    def _open(self) -> None:
+        self._retry = None
+        self._session = session = asyncio.ensure_future(self._read())
+        Deferred.fromFuture(session).addBoth(self._ended, session)
+
+    async def _read(self) -> None:
+        """
+        Open the socket, subscribe, dump links and addresses into a
+        snapshot, then apply events until cancelled.
+        """
+        from pyroute2 import AsyncIPRoute
+
+        if self.netns is None:
+            ipr = AsyncIPRoute()
+        else:
+            # flags=0: never create the namespace as a side effect.
+            ipr = AsyncIPRoute(netns=self.netns, flags=0)
+        try:
+            # Subscribe first: an event racing the dump is applied after it.
+            await ipr.bind(RTMGRP_LINK | RTMGRP_IPV4_IFADDR)
+            links: dict[int, _Link] = {}
+            addresses: dict[int, list[IPv4Interface]] = {}
+            async with aclosing(await ipr.link("dump")) as dump:
+                async for msg in dump:
+                    if (link := _parseLink(msg, None)) is not None:
+                        links[msg["index"]] = link
+            async with aclosing(await ipr.addr("dump", family=AF_INET)) as dump:
+                async for msg in dump:
+                    if (address := _parseAddress(msg)) is not None:
+                        addresses.setdefault(msg["index"], []).append(address)
+            self._ipr = ipr
+            self._links, self._addresses = links, addresses
+            self._publish()
+            self._failures = 0
+            self._ready = True
+            waiters, self._readyWaiters = self._readyWaiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+            while True:
+                count = 0
+                async with aclosing(ipr.get()) as events:
+                    async for msg in events:
+                        count += 1
+                        self._event(msg)
+                if not count:
+                    raise NetlinkSessionEnded("the netlink socket was closed")
+        finally:
+            if self._ipr is ipr:
+                self._ipr = None
+            ipr.close()
+
+    def _event(self, msg: Any) -> None:
+        try:
+            kind = msg["header"]["type"]
+            index = msg.get("index")
+            if kind in (RTM_NEWLINK, RTM_DELLINK):
+                # AF_BRIDGE link messages are about bridge ports; RTM_DELLINK
+                # with AF_BRIDGE means "left the bridge", not "removed".
+                if msg.get("family") != AF_UNSPEC:
+                    return
+                if kind == RTM_DELLINK:
+                    self._links.pop(index, None)
+                    self._addresses.pop(index, None)
+                elif (link := _parseLink(msg, self._links.get(index))) is not None:
+                    self._links[index] = link
+            elif kind in (RTM_NEWADDR, RTM_DELADDR):
+                if msg.get("family") != AF_INET or (address := _parseAddress(msg)) is None:
+                    return
+                current = self._addresses.setdefault(index, [])
+                if kind == RTM_NEWADDR and address not in current:
+                    current.append(address)
+                elif kind == RTM_DELADDR and address in current:
+                    current.remove(address)
+                if not current:
+                    del self._addresses[index]
+            else:
+                return
+            self._publish()
+        except Exception:
+            self.log.failure("Could not apply a netlink message: {msg!r}", msg=msg)
+
+    def _publish(self) -> None:
+        """
+        Rebuild the snapshot from links and addresses, and tell the watchers
+        of every interface whose state changed (counters aside).
+        """
+        states = {
+            link.name: InterfaceState(
+                name=link.name,
+                index=index,
+                up=bool(link.flags & IFF_UP),
+                carrier=bool(link.flags & IFF_LOWER_UP),
+                addresses=tuple(self._addresses.get(index, ())),
+                mtu=link.mtu,
+                stats=dict(link.stats),
+            )
+            for index, link in self._links.items()
+        }
+        old, self._states = self._states, states
+        for name in set(old) | set(states):
+            new = states.get(name)
+            if _sansStats(old.get(name)) != _sansStats(new):
+                for observer in list(self._watchers.get(name, ())):
+                    self._tell(observer, name, new)
+
+    def _tell(
+        self,
+        observer: Callable[[InterfaceState | None], None],
+        name: str,
+        state: InterfaceState | None,
+    ) -> None:
+        try:
+            observer(state)
+        except Exception:
+            self.log.failure(
+                "Interface watcher {observer!r} failed on {interface}",
+                observer=observer,
+                interface=name,
+            )
+
+    def _ended(self, result: object, session: asyncio.Future[None]) -> None:
+        """
+        The reader C{session} ended: expected after C{stopService} (which
+        forgot it already); otherwise log why, and reopen after a delay.
+        """
+        if session is not self._session:
+            return
+        self._session = None
+        delay = self._retryDelays[min(self._failures, len(self._retryDelays) - 1)]
+        self._failures += 1
+        if isinstance(result, Failure):
+            self.log.failure(
+                "Netlink reader failed; reopening in {delay} s", result, delay=delay
+            )
+        else:
+            self.log.error("Netlink reader ended; reopening in {delay} s", delay=delay)
+        self._retry = self._reactor.callLater(delay, self._open)
+        # Last: a waiter's callbacks may stop this service.
+        if not self._ready:
+            reason = result if isinstance(result, Failure) else Failure(NetlinkSessionEnded())
+            self._failWaiters(reason)
+
+    def _failWaiters(self, reason: Failure) -> None:
+        waiters, self._readyWaiters = self._readyWaiters, []
+        for waiter in waiters:
+            waiter.errback(reason)
+
+    def _call(self, request: Callable[[Any], Awaitable[_T]]) -> Deferred[_T]:
+        """
+        Run C{request(ipr)} as an asyncio task on the shared socket.
+
+        @return: a L{Deferred} with its result; cancelled if the service
+            stops first.
+        """
+        if self._ipr is None:
+            return fail(NetlinkNotRunning())
+        future = asyncio.ensure_future(request(self._ipr))
+        self._requests.add(future)
+        future.add_done_callback(self._requests.discard)
+        return Deferred.fromFuture(future)

@@ -1,0 +1,105 @@
+"""
+Verified fakes of gatewayd's interfaces, for any test to use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable, Mapping, Sequence
+
+from twisted.internet.defer import Deferred, fail, succeed
+from zope.interface import implementer
+
+from gatewayd.interfaces import INetlink, InterfaceState, LANAddress
+from gatewayd.link.netlink import UnknownInterface
+
+
+@implementer(INetlink)
+class FakeNetlink:
+    """
+    An L{INetlink} whose interfaces are whatever the test says, like a
+    started L{gatewayd.link.netlink.NetlinkService}: set them with
+    L{setState} and L{remove}; watchers are told synchronously, and only
+    when a state changes (counters aside, as with the real service).
+    """
+
+    def __init__(self, states: Sequence[InterfaceState] = ()) -> None:
+        self._states: dict[str, InterfaceState] = {s.name: s for s in states}
+        self._watchers: dict[str, list[Callable[[InterfaceState | None], None]]] = {}
+
+    def setState(self, state: InterfaceState) -> None:
+        """
+        Make C{state} the state of the interface C{state.name} (adding it if
+        new) and tell its watchers if anything but the counters changed.
+        """
+        old = self._states.get(state.name)
+        self._states[state.name] = state
+        if old is None or replace(old, stats={}) != replace(state, stats={}):
+            self._tell(state.name, state)
+
+    def remove(self, name: str) -> None:
+        """
+        Make the interface C{name} disappear; its watchers are told L{None}.
+        """
+        if self._states.pop(name, None) is not None:
+            self._tell(name, None)
+
+    def watching(self, name: str) -> int:
+        """
+        @return: how many watchers C{name} has.
+        """
+        return len(self._watchers.get(name, ()))
+
+    def _tell(self, name: str, state: InterfaceState | None) -> None:
+        for observer in list(self._watchers.get(name, ())):
+            observer(state)
+
+    # INetlink
+
+    def interfaceState(self, name: str) -> InterfaceState | None:
+        return self._states.get(name)
+
+    def watchInterface(
+        self, name: str, observer: Callable[[InterfaceState | None], None]
+    ) -> Callable[[], None]:
+        self._watchers.setdefault(name, []).append(observer)
+        if (state := self._states.get(name)) is not None:
+            observer(state)
+
+        def unwatch() -> None:
+            if observer in self._watchers.get(name, []):
+                self._watchers[name].remove(observer)
+
+        return unwatch
+
+    # The rest of NetlinkService's reading API.
+
+    def interfaces(self) -> dict[str, InterfaceState]:
+        return dict(self._states)
+
+    def whenReady(self) -> Deferred[None]:
+        """
+        @return: a L{Deferred} that has fired: the fake is always ready.
+        """
+        return succeed(None)
+
+    def lanAddresses(self, names: Sequence[str]) -> list[LANAddress]:
+        """
+        @return: the IPv4 addresses of the interfaces C{names} that exist
+            and are up, in the order of C{names} and then of the addresses.
+        """
+        return [
+            LANAddress(name, state.index, address)
+            for name in dict.fromkeys(names)
+            if (state := self._states.get(name)) is not None and state.up
+            for address in state.addresses
+        ]
+
+    def statistics(self, name: str) -> Deferred[Mapping[str, int]]:
+        """
+        @return: a L{Deferred} that has fired with the counters of C{name}
+            as last set, or failed with L{UnknownInterface}.
+        """
+        if (state := self._states.get(name)) is None:
+            return fail(UnknownInterface(name))
+        return succeed(dict(state.stats))

@@ -1,0 +1,311 @@
+"""
+Tests for L{gatewayd.link.netlink}: the real kernel, through the asyncio
+reactor.
+
+These tests wait for the kernel, so they run the global reactor for a
+bounded time: under pytest (C{--reactor=asyncio}, pytest-twisted) with
+C{pytest_twisted.blockon}, under C{trial --reactor=asyncio} by iterating
+the reactor. Interfaces are only ever created inside a network namespace
+that the test creates and always removes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+from ipaddress import IPv4Interface
+from secrets import token_hex
+from typing import Any, Callable, TypeVar
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from gatewayd.interfaces import INetlink, InterfaceState, LANAddress
+from gatewayd.link.netlink import NetlinkService, UnknownInterface
+from tests.fakes import FakeNetlink
+
+_T = TypeVar("_T")
+
+TIMEOUT = 5.0
+
+
+def asyncioReactor() -> Any:
+    """
+    @return: the global reactor.
+    @raise SkipTest: unless it is the asyncio reactor.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+    if not isinstance(reactor, AsyncioSelectorReactor):
+        raise SkipTest(
+            f"needs the asyncio reactor (pytest --reactor=asyncio or trial --reactor=asyncio), "
+            f"not {type(reactor).__name__}"
+        )
+    return reactor
+
+
+def waitFor(d: Deferred[_T], timeout: float = TIMEOUT) -> _T:
+    """
+    Run the global reactor until C{d} fires, for at most C{timeout} seconds.
+
+    @return: C{d}'s result.
+    @raise Exception: C{d}'s failure; L{twisted.internet.defer.TimeoutError}
+        after C{timeout}.
+    """
+    reactor = asyncioReactor()
+    d.addTimeout(timeout, reactor)
+    pytestTwisted = sys.modules.get("pytest_twisted")
+    instances = getattr(pytestTwisted, "_instances", None)
+    if getattr(instances, "gr_twisted", None) is not None:
+        return pytestTwisted.blockon(d)  # type: ignore[union-attr]
+    results: list[Any] = []
+    d.addBoth(results.append)
+    deadline = time.monotonic() + timeout + 1
+    while not results and time.monotonic() < deadline:
+        reactor.iterate(0.01)
+    if not results:
+        raise AssertionError("the reactor did not fire the timeout")
+    [result] = results
+    if hasattr(result, "raiseException"):
+        result.raiseException()
+    return result  # type: ignore[no-any-return]
+
+
+def settle() -> None:
+    """
+    Run the reactor briefly so that callbacks already scheduled run.
+    """
+    reactor = asyncioReactor()
+    d: Deferred[None] = Deferred()
+    reactor.callLater(0.05, d.callback, None)
+    waitFor(d)
+
+
+def stateOf(
+    netlink: NetlinkService, name: str, predicate: Callable[[InterfaceState | None], bool]
+) -> Deferred[InterfaceState | None]:
+    """
+    @return: a L{Deferred} that fires with the first state of C{name}
+        (reported to a watcher) that satisfies C{predicate}.
+    """
+    d: Deferred[InterfaceState | None] = Deferred()
+
+    def observe(state: InterfaceState | None) -> None:
+        if not d.called and predicate(state):
+            d.callback(state)
+
+    unwatch = netlink.watchInterface(name, observe)
+
+    def stop(result: object) -> object:
+        unwatch()
+        return result
+
+    return d.addBoth(stop)
+
+
+def ip(*argv: str) -> None:
+    subprocess.run(("ip",) + argv, check=True, capture_output=True, timeout=10)
+
+
+def runningTasks() -> set[asyncio.Task[Any]]:
+    return {t for t in asyncio.all_tasks(asyncio.get_event_loop()) if not t.done()}
+
+
+class NetlinkServiceTests(SynchronousTestCase):
+    """
+    Things a user notices without a kernel.
+    """
+
+    def test_providesINetlink(self) -> None:
+        """
+        The service and the fake both provide L{INetlink}.
+        """
+        self.assertTrue(verifyObject(INetlink, NetlinkService(MemoryReactorClock())))
+        self.assertTrue(verifyObject(INetlink, FakeNetlink()))
+
+    def test_nothingKnownBeforeStart(self) -> None:
+        """
+        Before it starts, the service knows no interface, serves no LAN
+        address, and cannot read counters; stopping it is immediate.
+        """
+        netlink = NetlinkService(MemoryReactorClock())
+        self.assertIsNone(netlink.interfaceState("lo"))
+        self.assertEqual(netlink.lanAddresses(["lo"]), [])
+        self.failureResultOf(netlink.statistics("lo"), UnknownInterface)
+        self.successResultOf(netlink.stopService())
+
+    def test_needsAsyncioReactor(self) -> None:
+        """
+        Started on another reactor, the service says it needs the asyncio
+        reactor instead of hanging.
+        """
+        netlink = NetlinkService(MemoryReactorClock())
+        ready = netlink.whenReady()
+        netlink.startService()
+        self.assertIn("asyncio reactor", str(self.failureResultOf(ready, RuntimeError).value))
+        self.flushLoggedErrors(RuntimeError)
+        self.successResultOf(netlink.stopService())
+
+    def test_stopCancelsWaiters(self) -> None:
+        """
+        Whoever waits for the first snapshot is told when the service stops
+        before it is ready.
+        """
+        netlink = NetlinkService(MemoryReactorClock())
+        ready = netlink.whenReady()
+        netlink.stopService()
+        self.failureResultOf(ready, CancelledError)
+
+
+class KernelTests(SynchronousTestCase):
+    """
+    The service reads the real kernel.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = asyncioReactor()
+        self.tasksBefore = runningTasks()
+        self.callsBefore = set(self.reactor.getDelayedCalls())
+
+    def stopAndCheck(self, netlink: NetlinkService) -> None:
+        """
+        Stop C{netlink} and check that it left nothing running.
+        """
+        waitFor(netlink.stopService())
+        settle()
+        self.assertEqual(runningTasks() - self.tasksBefore, set())
+        self.assertEqual(
+            [c for c in self.reactor.getDelayedCalls() if c not in self.callsBefore], []
+        )
+        self.assertIsNone(netlink.interfaceState("lo"))
+        self.failureResultOf(netlink.statistics("lo"), UnknownInterface)
+
+    def test_loopback(self) -> None:
+        """
+        Once ready, the service knows C{lo}: up, with carrier and
+        127.0.0.1/8, and serves it as a LAN address; a watcher is told its
+        state at once; counters can be read; stopping leaves no task, timer
+        or snapshot behind.
+        """
+        netlink = NetlinkService(self.reactor)
+        netlink.startService()
+        try:
+            waitFor(netlink.whenReady())
+            lo = netlink.interfaceState("lo")
+            assert lo is not None
+            self.assertTrue(lo.up)
+            self.assertTrue(lo.carrier)
+            self.assertIn(IPv4Interface("127.0.0.1/8"), lo.addresses)
+            self.assertIn(
+                LANAddress("lo", lo.index, IPv4Interface("127.0.0.1/8")),
+                netlink.lanAddresses(["lo", "no-such-if"]),
+            )
+            seen: list[InterfaceState | None] = []
+            unwatch = netlink.watchInterface("lo", seen.append)
+            unwatch()
+            self.assertEqual([s.name if s else s for s in seen], ["lo"])
+            stats = waitFor(netlink.statistics("lo"))
+            self.assertEqual(
+                sorted(stats), ["rx_bytes", "rx_packets", "tx_bytes", "tx_packets"]
+            )
+            self.assertTrue(all(isinstance(v, int) and v >= 0 for v in stats.values()))
+            self.failureResultOf(netlink.statistics("no-such-if"), UnknownInterface)
+        finally:
+            self.stopAndCheck(netlink)
+
+    def test_namespaceEvents(self) -> None:
+        """
+        In a network namespace of its own, the service sees a veth pair
+        appear, get an address, come up with carrier, lose carrier when its
+        peer goes down, regain it, lose the address, and disappear: a
+        watcher is told each of these changes, and only of real changes
+        (an event that changes nothing the service reports, such as an
+        alias, is not passed on).
+        """
+        if os.geteuid() != 0:
+            raise SkipTest("creating a network namespace needs root")
+        if shutil.which("ip") is None:
+            raise SkipTest("needs the ip command (iproute2)")
+        suffix = token_hex(2)
+        ns, a, b = f"gwd-test-{suffix}", f"gwdt{suffix}a", f"gwdt{suffix}b"
+        ip("netns", "add", ns)
+        self.addCleanup(subprocess.run, ["ip", "netns", "del", ns], capture_output=True, timeout=10)
+        netlink = NetlinkService(self.reactor, netns=ns)
+        netlink.startService()
+        try:
+            waitFor(netlink.whenReady())
+            self.assertEqual(sorted(netlink.interfaces()), ["lo"])
+
+            def step(
+                command: tuple[str, ...], check: Callable[[InterfaceState | None], bool]
+            ) -> InterfaceState | None:
+                d = stateOf(netlink, a, check)
+                ip("-n", ns, *command)
+                return waitFor(d)
+
+            appeared = step(
+                ("link", "add", a, "type", "veth", "peer", "name", b),
+                lambda s: s is not None,
+            )
+            assert appeared is not None
+            self.assertEqual(
+                (appeared.up, appeared.carrier, appeared.addresses), (False, False, ())
+            )
+            address = IPv4Interface("198.51.100.1/24")
+            step(
+                ("addr", "add", str(address), "dev", a),
+                lambda s: s is not None and s.addresses == (address,),
+            )
+            ip("-n", ns, "link", "set", b, "up")
+            up = step(("link", "set", a, "up"), lambda s: s is not None and s.up and s.carrier)
+            assert up is not None
+            self.assertEqual(
+                netlink.lanAddresses([a]), [LANAddress(a, up.index, address)]
+            )
+            step(("link", "set", b, "down"), lambda s: s is not None and s.up and not s.carrier)
+            step(("link", "set", b, "up"), lambda s: s is not None and s.carrier)
+            seen: list[InterfaceState | None] = []
+            unwatch = netlink.watchInterface(a, seen.append)
+            ip("-n", ns, "link", "set", a, "alias", "nothing we report")
+            step(("link", "set", a, "mtu", "1400"), lambda s: s is not None and s.mtu == 1400)
+            unwatch()
+            self.assertEqual([s.mtu if s else s for s in seen], [1500, 1400])
+            stats = waitFor(netlink.statistics(a))
+            self.assertEqual(sorted(stats), ["rx_bytes", "rx_packets", "tx_bytes", "tx_packets"])
+            step(
+                ("addr", "del", str(address), "dev", a),
+                lambda s: s is not None and s.addresses == (),
+            )
+            peerGone = stateOf(netlink, b, lambda s: s is None)
+            step(("link", "del", a), lambda s: s is None)
+            waitFor(peerGone)
+            self.assertEqual(sorted(netlink.interfaces()), ["lo"])
+        finally:
+            self.stopAndCheck(netlink)
+
+    def test_missingNamespace(self) -> None:
+        """
+        Asked to watch a namespace that does not exist, the service fails
+        to become ready, logs why, and does not create the namespace.
+        """
+        if os.geteuid() != 0:
+            raise SkipTest("entering a network namespace needs root")
+        ns = f"gwd-test-{token_hex(2)}"
+        netlink = NetlinkService(self.reactor, netns=ns, retryDelays=[60])
+        netlink.startService()
+        try:
+            with self.assertRaises(Exception):
+                waitFor(netlink.whenReady())
+            self.assertFalse(os.path.exists(f"/var/run/netns/{ns}"))
+            self.assertTrue(self.flushLoggedErrors())
+        finally:
+            self.stopAndCheck(netlink)
+            if os.path.exists(f"/var/run/netns/{ns}"):
+                subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
