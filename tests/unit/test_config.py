@@ -216,7 +216,7 @@ class BrokenConfigurationTests(SynchronousTestCase):
         """
         L{config.load} puts the file's name in front of the key path.
         """
-        path = Path(self.mktemp())
+        path = Path(self.mktemp()).resolve()
         path.write_text(MINIMAL.replace("[lan]", "[lan]\nhttp_port = -1"))
         with self.assertRaises(ConfigError) as e:
             config.load(str(path))
@@ -229,7 +229,7 @@ class BrokenConfigurationTests(SynchronousTestCase):
         """
         A file that is not UTF-8 text is refused with the position.
         """
-        path = Path(self.mktemp())
+        path = Path(self.mktemp()).resolve()
         path.write_bytes(b"[lan]\ninterfaces = [\"\xff\"]\n")
         with self.assertRaises(ConfigError) as e:
             config.load(str(path))
@@ -312,7 +312,7 @@ class TwistdConfigErrorTests(SynchronousTestCase):
         No traceback and no usage text: just the file, the key and what was
         expected.
         """
-        path = Path(self.mktemp())
+        path = Path(self.mktemp()).resolve()
         path.write_text(MINIMAL.replace('type = "unmanaged"', 'type = "ppp"'))
         twistd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
         result = subprocess.run(
