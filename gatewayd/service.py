@@ -296,8 +296,7 @@ def makeGateway(
     )
     configId = configIdOf(gateway.device)
 
-    policy = LANPolicy()
-    site = makeSite(gateway.device, policy, reactor)
+    site = makeSite(gateway.device, LANPolicy(), reactor)
     http = LANHTTPService(reactor, site, config.lan.httpPort)
     http.setName("http")
     http.setServiceParent(gateway)
@@ -312,11 +311,7 @@ def makeGateway(
     ssdp.setName("ssdp")
     ssdp.setServiceParent(gateway)
 
-    def serveHTTP(addresses: Sequence[LANAddress]) -> None:
-        http.setAddresses(addresses)
-        policy.setAddresses(addresses, http.port)
-
-    LANWatcher(netlink, config.lan.interfaces, [serveHTTP, ssdp.setAddresses]).setServiceParent(
+    LANWatcher(netlink, config.lan.interfaces, [http.setAddresses, ssdp.setAddresses]).setServiceParent(
         gateway
     )
 

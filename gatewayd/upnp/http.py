@@ -1,0 +1,598 @@
+# -*- test-case-name: tests.unit.test_http -*-
+"""
+The UPnP HTTP server on the LAN: the resource tree (descriptions, SCPDs,
+control and event URLs; DESIGN.md "URL layout"), LAN-only enforcement, size
+and time limits, and the service that listens on each LAN address.
+
+LAN only is enforced, not assumed: Linux accepts packets for any local
+address on any interface, so every request's TCP peer must be inside a LAN
+network (403 otherwise), and its C{Host} header must name one of our LAN
+addresses (403 otherwise: DNS rebinding; 400 if HTTP/1.1 sends none).
+"""
+
+from __future__ import annotations
+
+import platform
+from ipaddress import IPv4Address, IPv4Interface, ip_address
+from typing import Callable, Sequence
+
+from lxml import etree
+from lxml.builder import ElementMaker
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTCP, IReactorTime
+from twisted.logger import Logger
+from twisted.web.http import HTTPChannel
+from twisted.web.iweb import IRequest
+from twisted.web.pages import notFound
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Request, Site
+
+import gatewayd
+from gatewayd.interfaces import LANAddress
+from gatewayd.upnp import model
+from gatewayd.upnp.description import (
+    configIdOf,
+    deviceDescription,
+    scpd,
+    serviceTypes,
+)
+from gatewayd.upnp.soap import CONTENT_TYPE, ControlResource
+
+#: The SERVER header of every response (UDA: C{<OS>/<version> UPnP/1.1
+#: <product>/<version>}).
+SERVER = (
+    f"{platform.system() or 'Linux'}/{platform.release() or '0'}"
+    f" UPnP/1.1 gatewayd/{gatewayd.__version__}"
+)
+
+#: User-Agent substrings (compared case-insensitively) of control points
+#: that break on IGD:2 documents and get the IGD:1 view of C{/rootDesc.xml}
+#: (IGD-2-devices.md section 6; miniupnpd does the same).
+IGD1_USER_AGENTS: tuple[tuple[str, str], ...] = (
+    ("microsoft", "Windows natupnp/hnetcfg, BITS, Xbox: Microsoft-Windows/10.0 UPnP/1.0"),
+    ("fdssdp", "Windows Function Discovery SSDP provider: FDSSDP"),
+)
+
+
+def wantsIGD1(userAgent: bytes | None, args: dict[bytes, list[bytes]]) -> bool:
+    """
+    @return: whether a description request should get the IGD:1 view: its
+        query is C{?v=1}, or its User-Agent is in L{IGD1_USER_AGENTS}.
+    """
+    if args.get(b"v") == [b"1"]:
+        return True
+    agent = (userAgent or b"").decode("latin-1").lower()
+    return any(marker in agent for marker, _ in IGD1_USER_AGENTS)
+
+
+class LANPolicy:
+    """
+    Which peers and Host headers the HTTP server accepts.
+
+    Until L{setAddresses} is called nothing is accepted.
+    """
+
+    log = Logger()
+
+    def __init__(self) -> None:
+        self._interfaces: tuple[IPv4Interface, ...] = ()
+        self._port = 0
+
+    def setAddresses(self, addresses: Sequence[LANAddress], port: int) -> None:
+        """
+        @param addresses: the LAN addresses we serve on; their networks are
+            the peers we accept.
+        @param port: the HTTP port, accepted after an address in C{Host}.
+        """
+        self._interfaces = tuple(a.address for a in addresses)
+        self._port = port
+
+    def peerAllowed(self, peer: str) -> bool:
+        """
+        @return: whether C{peer} (an IP address) is inside a LAN network.
+        """
+        try:
+            address = ip_address(peer)
+        except ValueError:
+            return False
+        if not isinstance(address, IPv4Address):
+            address = getattr(address, "ipv4_mapped", None)
+            if address is None:
+                return False
+        return any(address in i.network for i in self._interfaces)
+
+    def hostAllowed(self, host: bytes) -> bool:
+        """
+        @return: whether C{host} (a C{Host} header) is C{<our address>} or
+            C{<our address>:<port>}; names never are (DNS rebinding).
+        """
+        try:
+            text = host.decode("ascii")
+        except UnicodeDecodeError:
+            return False
+        name, colon, port = text.partition(":")
+        if colon and port != str(self._port):
+            return False
+        return any(name == str(i.ip) for i in self._interfaces)
+
+    def refusal(self, request: IRequest) -> tuple[int, str] | None:
+        """
+        @return: L{None} to serve C{request}, else the HTTP status and the
+            reason to refuse it with.
+        """
+        peer = _peer(request)
+        if not self.peerAllowed(peer):
+            return 403, f"peer {peer} is not on a LAN"
+        hosts = request.requestHeaders.getRawHeaders(b"host")
+        if not hosts:
+            if request.clientproto == b"HTTP/1.1":
+                return 400, "HTTP/1.1 request without Host"
+            return None
+        if len(hosts) != 1 or not self.hostAllowed(hosts[0]):
+            return 403, f"Host {hosts[-1]!r} is not one of our LAN addresses (DNS rebinding?)"
+        return None
+
+
+def _peer(request: IRequest) -> str:
+    address = request.getClientAddress()
+    return str(getattr(address, "host", address))
+
+
+class LANRequest(Request):
+    """
+    A request that enforces the site's LAN policy and body limit and
+    carries the gatewayd SERVER header.
+
+    The body limit applies to the declared C{Content-Length} before any body
+    byte is read, and to chunked bodies as they arrive: either way 413 and
+    the connection is closed without reading the rest.
+    """
+
+    log = Logger()
+    _refused = False
+    _received = 0
+
+    @property
+    def _limit(self) -> int:
+        return getattr(self.channel.site, "bodyLimit", 65536)
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self._limit:
+            # No "100 Continue" after the refusal: the body is not wanted.
+            self.requestHeaders.removeHeader(b"expect")
+            self._refuse(413, f"declared body of {length} bytes")
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._refused:
+            return
+        self._received += len(data)
+        if self._received > self._limit:
+            self._refuse(413, f"body beyond {self._limit} bytes")
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self._refused:
+            return
+        super().requestReceived(command, path, version)
+
+    def _refuse(self, code: int, why: str) -> None:
+        """
+        Answer C{code} straight away and close the connection, reading no
+        more of the request.
+        """
+        self._refused = True
+        peer = _peer(self)
+        self.log.warn(
+            "Refused a request from {peer} with {code}: {why}", peer=peer, code=code, why=why
+        )
+        refuse = getattr(self.channel, "refuse", None)
+        if refuse is not None:
+            refuse(code)
+        else:
+            self.channel.transport.write(_statusOnly(code))
+            self.channel.loseConnection()
+
+    def process(self) -> None:
+        lan: LANPolicy | None = getattr(self.channel.site, "lan", None)
+        refusal = lan.refusal(self) if lan is not None else None
+        if refusal is None:
+            super().process()
+            return
+        code, why = refusal
+        self.log.warn(
+            "Refused {method} {path} from {peer} with {code}: {why}",
+            method=self.method,
+            path=self.path,
+            peer=_peer(self),
+            code=code,
+            why=why,
+        )
+        self.channel.persistent = False
+        self.setResponseCode(code)
+        self.setHeader(b"content-length", b"0")
+        self.setHeader(b"connection", b"close")
+        self.write(b"")
+        self.finish()
+
+    def write(self, data: bytes) -> None:
+        if not self.startedWriting:
+            self.setHeader(b"server", SERVER.encode("ascii"))
+        super().write(data)
+
+
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Request Entity Too Large"}
+
+
+def _statusOnly(code: int) -> bytes:
+    return b"HTTP/1.1 %d %s\r\nServer: %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % (
+        code,
+        _REASONS.get(code, b"Error"),
+        SERVER.encode("ascii"),
+    )
+
+
+class LANChannel(HTTPChannel):
+    """
+    An HTTP channel with an absolute deadline for receiving each request
+    (head and body), so a client dripping bytes cannot hold a connection
+    however often it sends; the idle timeout between requests is the
+    site's C{timeout}.
+    """
+
+    log = Logger()
+    maxHeaders = 64
+    totalHeadersSize = 8192
+    #: Seconds a request may take to arrive completely (the site overrides).
+    requestTimeout = 30.0
+    _deadline: IDelayedCall | None = None
+    _refusedConnection = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._refusedConnection:
+            return
+        if self._deadline is None and not self._handlingRequest:
+            self._deadline = self.callLater(self.requestTimeout, self._tooSlow)
+        super().dataReceived(data)
+
+    def allContentReceived(self) -> None:
+        self._cancelDeadline()
+        super().allContentReceived()
+
+    def connectionLost(self, reason: object) -> None:
+        self._cancelDeadline()
+        super().connectionLost(reason)
+
+    def refuse(self, code: int) -> None:
+        """
+        Answer C{code} without a body, ignore everything the client still
+        sends and close the connection.
+        """
+        self._cancelDeadline()
+        self._refusedConnection = True
+        self.transport.write(_statusOnly(code))
+        self.loseConnection()
+
+    def _cancelDeadline(self) -> None:
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+
+    def _tooSlow(self) -> None:
+        self._deadline = None
+        peer = self.transport.getPeer()
+        self.log.warn(
+            "Dropped {peer}: no complete request within {timeout} seconds",
+            peer=getattr(peer, "host", str(peer)),
+            timeout=self.requestTimeout,
+        )
+        self.refuse(408)
+        # Like the idle timeout: abort if the client does not even read.
+        self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+
+
+class LANSite(Site):
+    """
+    The gatewayd site: L{LANChannel}s making L{LANRequest}s.
+
+    @ivar lan: the L{LANPolicy} every request is checked against.
+    @ivar bodyLimit: the largest request body accepted.
+    @ivar requestTimeout: seconds a request may take to arrive.
+    """
+
+    protocol = LANChannel  # type: ignore[assignment]
+    requestFactory = LANRequest
+
+    def __init__(
+        self,
+        resource: IResource,
+        lan: LANPolicy,
+        reactor: IReactorTime,
+        bodyLimit: int,
+        requestTimeout: float,
+        idleTimeout: float,
+    ) -> None:
+        super().__init__(resource, timeout=idleTimeout, reactor=reactor)
+        self.lan = lan
+        self.bodyLimit = bodyLimit
+        self.requestTimeout = requestTimeout
+
+    _log = Logger()  # not "log": Site.log writes the access log
+
+    def buildProtocol(self, addr: object) -> LANChannel | None:  # type: ignore[override]
+        """
+        Refuse connections from outside the LAN networks at once: Linux
+        delivers packets for a LAN address that arrive through a WAN, so a
+        WAN host must not even get an HTTP answer.
+        """
+        peer = str(getattr(addr, "host", ""))
+        if not self.lan.peerAllowed(peer):
+            self._log.warn("Refused an HTTP connection from {peer}: not on a LAN network", peer=peer)
+            return None
+        channel = super().buildProtocol(addr)
+        channel.requestTimeout = self.requestTimeout
+        return channel
+
+
+class StaticXML(Resource):
+    """
+    A document rendered once, served with its length.
+    """
+
+    isLeaf = True
+    allowedMethods = (b"GET", b"HEAD")
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__()
+        self._body = body
+
+    def render_GET(self, request: IRequest) -> bytes:
+        request.setHeader(b"content-type", CONTENT_TYPE)
+        request.setHeader(b"content-length", b"%d" % (len(self._body),))
+        return self._body
+
+
+class RootDescription(Resource):
+    """
+    C{/rootDesc.xml}: the IGD:2 description, or the IGD:1 view for the
+    clients L{wantsIGD1} names.
+    """
+
+    isLeaf = True
+    allowedMethods = (b"GET", b"HEAD")
+
+    def __init__(self, v2: bytes, v1: bytes) -> None:
+        super().__init__()
+        self._v2 = StaticXML(v2)
+        self._v1 = StaticXML(v1)
+
+    def render_GET(self, request: IRequest) -> bytes:
+        igd1 = wantsIGD1(request.getHeader(b"user-agent"), request.args or {})
+        return (self._v1 if igd1 else self._v2).render_GET(request)
+
+
+class NotYetEvented(Resource):
+    """
+    An event URL until GENA exists: 405 for GET (C{Allow: SUBSCRIBE,
+    UNSUBSCRIBE}), 501 for SUBSCRIBE and UNSUBSCRIBE.
+    """
+
+    isLeaf = True
+    allowedMethods = (b"SUBSCRIBE", b"UNSUBSCRIBE")
+
+    def __init__(self, service: model.Service) -> None:
+        super().__init__()
+        self._service = service
+
+    def render_GET(self, request: IRequest) -> bytes:
+        request.setResponseCode(405)
+        request.setHeader(b"allow", b", ".join(self.allowedMethods))
+        request.setHeader(b"content-length", b"0")
+        return b""
+
+    render_HEAD = render_GET
+
+    def render_SUBSCRIBE(self, request: IRequest) -> bytes:
+        request.setResponseCode(501)
+        request.setHeader(b"content-length", b"0")
+        return b""
+
+    render_UNSUBSCRIBE = render_SUBSCRIBE
+
+
+class Presentation(Resource):
+    """
+    C{/}, the presentationURL: the device's name, for humans.
+    """
+
+    isLeaf = True
+    allowedMethods = (b"GET", b"HEAD")
+
+    def __init__(self, root: model.Device) -> None:
+        super().__init__()
+        H = ElementMaker()
+        page = H.html(
+            H.head(H.title(root.friendlyName)),
+            H.body(H.h1(root.friendlyName), H.p(f"{root.modelDescription} ({root.modelName})")),
+        )
+        self._body = etree.tostring(
+            page, method="html", doctype="<!DOCTYPE html>", encoding="utf-8"
+        )
+
+    def render_GET(self, request: IRequest) -> bytes:
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"content-length", b"%d" % (len(self._body),))
+        return self._body
+
+
+class PathTable(Resource):
+    """
+    The root resource: whole paths mapped to leaf resources, everything else
+    404.
+    """
+
+    def __init__(self, paths: dict[str, IResource], index: IResource) -> None:
+        super().__init__()
+        self._paths = {p.encode("ascii"): r for p, r in paths.items()}
+        self._index = index
+
+    def getChild(self, name: bytes, request: IRequest) -> IResource:
+        path = b"/" + b"/".join([name, *request.postpath])
+        if path == b"/":
+            found: IResource | None = self._index
+        else:
+            found = self._paths.get(path)
+        if found is None:
+            return notFound()
+        request.prepath.extend(request.postpath)
+        del request.postpath[:]
+        return found
+
+    def paths(self) -> list[str]:
+        """
+        @return: every served path, for logs and tests.
+        """
+        return sorted(p.decode("ascii") for p in self._paths)
+
+
+def resourceTree(
+    root: model.Device,
+    eventResource: Callable[[model.Service], IResource] = NotYetEvented,
+) -> PathTable:
+    """
+    Build the resource tree of C{root}; every document is rendered here,
+    once.
+
+    @param eventResource: makes the resource of one service's event URL
+        (GENA plugs in here).
+    """
+    configId = configIdOf(root)
+    paths: dict[str, IResource] = {
+        "/rootDesc.xml": RootDescription(
+            deviceDescription(root, 2, configId), deviceDescription(root, 1, configId)
+        )
+    }
+    for name, serviceType in serviceTypes(root).items():
+        for version in range(1, serviceType.version + 1):
+            paths[f"/scpd/{name}{version}.xml"] = StaticXML(scpd(serviceType.at(version), configId))
+    for service in root.allServices():
+        for path in (service.controlPath, service.eventPath):
+            if path in paths:
+                raise ValueError(f"{path} is used twice in the device tree")
+        paths[service.controlPath] = ControlResource(service)
+        paths[service.eventPath] = eventResource(service)
+    return PathTable(paths, Presentation(root))
+
+
+def makeSite(
+    root: model.Device,
+    lan: LANPolicy,
+    reactor: IReactorTime,
+    *,
+    bodyLimit: int = 65536,
+    requestTimeout: float = 30.0,
+    idleTimeout: float = 60.0,
+    eventResource: Callable[[model.Service], IResource] = NotYetEvented,
+) -> LANSite:
+    """
+    The HTTP site serving C{root} to the LAN.
+
+    @param lan: checked for every request; L{LANHTTPService} keeps it in
+        sync with the addresses it listens on.
+    @param reactor: for timeouts (a L{Clock} in tests).
+    @param bodyLimit: the largest request body (413 beyond).
+    @param requestTimeout: seconds a whole request may take to arrive.
+    @param idleTimeout: seconds an idle connection is kept.
+    """
+    return LANSite(
+        resourceTree(root, eventResource), lan, reactor, bodyLimit, requestTimeout, idleTimeout
+    )
+
+
+class LANHTTPService(Service):
+    """
+    Listens on every LAN IPv4 address with one site, all on one port.
+
+    It keeps the site's L{LANPolicy} (if the site has one, as L{makeSite}'s
+    has) in sync with the addresses it serves: the caller only calls
+    L{setAddresses}.
+
+    @ivar port: the bound port, once known (L{None} before the first bind
+        when configured with port 0).
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: IReactorTCP, site: Site, port: int) -> None:
+        self._reactor = reactor
+        self._site = site
+        self._configuredPort = port
+        self._boundPort: int | None = port or None
+        self._wanted: tuple[LANAddress, ...] = ()
+        self._listening: dict[str, IListeningPort] = {}
+
+    @property
+    def port(self) -> int | None:
+        return self._boundPort
+
+    def setAddresses(self, addresses: Sequence[LANAddress]) -> None:
+        """
+        Serve exactly on C{addresses} (IPv4): listen on new ones and stop
+        listening on removed ones (once running).
+        """
+        self._wanted = tuple(addresses)
+        if self.running:
+            self._apply()
+
+    def startService(self) -> None:
+        super().startService()
+        self._apply()
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop every listener.
+
+        @return: a L{Deferred} that fires once none listens.
+        """
+        super().stopService()
+        listening, self._listening = self._listening, {}
+        self._syncPolicy()
+        d = gatherResults([maybeDeferred(p.stopListening) for p in listening.values()])
+        d.addCallback(lambda _: None)
+        return d
+
+    def _apply(self) -> None:
+        wanted = {str(a.address.ip) for a in self._wanted}
+        for ip in sorted(set(self._listening) - wanted):
+            port = self._listening.pop(ip)
+            self.log.info("Stopped HTTP on {address}:{port}", address=ip, port=self._boundPort)
+            port.stopListening().addErrback(
+                lambda f: self.log.failure("Stopping HTTP on {address}", f, address=ip)
+            )
+        for address in self._wanted:
+            ip = str(address.address.ip)
+            if ip in self._listening:
+                continue
+            try:
+                listening = self._reactor.listenTCP(self._boundPort or 0, self._site, interface=ip)
+            except Exception:
+                self.log.failure(
+                    "Cannot serve HTTP on {address}:{port}", address=ip, port=self._boundPort or 0
+                )
+                continue
+            self._listening[ip] = listening
+            if self._boundPort is None:
+                self._boundPort = listening.getHost().port
+                self.log.info("HTTP port {port} chosen", port=self._boundPort)
+            self.log.info("Serving HTTP on {address}:{port}", address=ip, port=self._boundPort)
+        self._syncPolicy()
+
+    def _syncPolicy(self) -> None:
+        policy = getattr(self._site, "lan", None)
+        if isinstance(policy, LANPolicy):
+            served = [a for a in self._wanted if str(a.address.ip) in self._listening]
+            policy.setAddresses(served, self._boundPort or 0)

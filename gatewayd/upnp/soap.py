@@ -1,0 +1,458 @@
+# -*- test-case-name: tests.unit.test_soap -*-
+"""
+SOAP control (UDA-essentials.md section 4): hardened envelope parsing,
+action and argument checking against the SCPD, dispatch to a service's
+implementation, and faults.
+
+Decisions:
+  - A missing or malformed C{SOAPACTION} header (empty, a lone or unbalanced
+    quote, no C{#}) is answered with HTTP 400 and no body, as miniupnpd does
+    for a missing one: without it there is no action to fault.
+  - The action is checked before the body: an unknown action, a service
+    type that is not ours (or a higher version than implemented), an action
+    missing from the SCPD of the requested version, or a body whose action
+    element disagrees with C{SOAPACTION} is 401 Invalid Action.
+  - Anything wrong with the body itself (not XML, a DTD of any kind, no
+    Envelope/Body/action element, missing, duplicate, unknown or mistyped
+    arguments) is 402 Invalid Args; entities are never expanded and nothing
+    is fetched.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from lxml import etree
+from lxml.builder import ElementMaker
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from gatewayd.errors import (
+    ActionFailed,
+    InvalidAction,
+    InvalidArgs,
+    InvalidVar,
+    UPnPError,
+)
+from gatewayd.upnp.description import implementedType
+from gatewayd.upnp.model import UPNP_ORG, Action, Service, ServiceType, formatValue, parseValue
+
+SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+SOAP_ENCODING = "http://schemas.xmlsoap.org/soap/encoding/"
+CONTROL_NS = "urn:schemas-upnp-org:control-1-0"
+CONTENT_TYPE = b'text/xml; charset="utf-8"'
+
+#: The largest request body read; more is refused (the HTTP layer enforces
+#: its own limit before the body is even received).
+MAX_BODY = 65536
+
+PARSER = etree.XMLParser(
+    resolve_entities=False,
+    no_network=True,
+    load_dtd=False,
+    dtd_validation=False,
+    huge_tree=False,
+    remove_comments=True,
+    remove_pis=True,
+    collect_ids=False,
+)
+
+S = ElementMaker(namespace=SOAP_ENV, nsmap={"s": SOAP_ENV})
+PLAIN = ElementMaker()
+_UPNP_ERROR = ElementMaker(namespace=CONTROL_NS, nsmap={None: CONTROL_NS})
+
+_SERVICE_URN = re.compile(
+    rf"urn:{re.escape(UPNP_ORG)}:service:"
+    r"(?P<name>[A-Za-z0-9_-]{1,64}):(?P<version>[1-9][0-9]{0,3})"
+)
+_SOAPACTION = re.compile(
+    r"(?P<urn>urn:[A-Za-z0-9._:-]{1,200})#(?P<action>[A-Za-z_][A-Za-z0-9_]{0,63})"
+)
+_QUERY_STATE_VARIABLE = (CONTROL_NS, "QueryStateVariable")
+
+
+class MalformedSOAPAction(ValueError):
+    """
+    The C{SOAPACTION} header is missing or not C{"<serviceType>#<action>"}.
+    """
+
+
+@dataclass(frozen=True)
+class SOAPActionForm:
+    """
+    A form of C{SOAPACTION} that real clients send.
+
+    @ivar name: what it is and who sends it.
+    @ivar example: a header value in that form (the tests parse each one).
+    @ivar pattern: matches the whole header value in this form; its group
+        C{value} is C{<serviceType>#<action>}.
+    """
+
+    name: str
+    example: bytes
+    pattern: re.Pattern[str]
+
+
+#: Every accepted form of C{SOAPACTION}, tried in order.  No form admits a
+#: quote inside the value, so a lone or unbalanced quote (CVE-2026-5720 in
+#: miniupnpd), an empty value or stray whitespace inside it is refused.
+SOAPACTION_FORMS: tuple[SOAPActionForm, ...] = (
+    SOAPActionForm(
+        "double-quoted (UDA; miniupnpc, async-upnp-client, GUPnP, Windows)",
+        b'"urn:schemas-upnp-org:service:WANIPConnection:1#GetExternalIPAddress"',
+        re.compile(r'"(?P<value>[^"\s]+)"'),
+    ),
+    SOAPActionForm(
+        "unquoted (UDA 1.0 control points, curl scripts)",
+        b"urn:schemas-upnp-org:service:WANIPConnection:1#GetExternalIPAddress",
+        re.compile(r'(?P<value>[^"\s]+)'),
+    ),
+    SOAPActionForm(
+        "padded with blanks outside or inside the quotes (hand-written clients)",
+        b' "  urn:schemas-upnp-org:service:WANIPConnection:1#GetExternalIPAddress "\t',
+        re.compile(r'[ \t]*(?:"[ \t]*(?P<value>[^"\s]+)[ \t]*"|(?P<bare>[^"\s]+))[ \t]*'),
+    ),
+)
+
+
+def parseSOAPAction(header: bytes | None) -> tuple[str, str]:
+    """
+    Parse a C{SOAPACTION} header value.
+
+    @return: C{(serviceURN, actionName)}, e.g.
+        C{("urn:schemas-upnp-org:service:WANIPConnection:1",
+        "GetExternalIPAddress")}.
+    @raise MalformedSOAPAction: missing, empty, a lone or unbalanced quote,
+        or not C{<urn>#<action>}.
+    """
+    if header is None:
+        raise MalformedSOAPAction("no SOAPACTION header")
+    if len(header) > 300:
+        raise MalformedSOAPAction("SOAPACTION too long")
+    try:
+        text = header.decode("ascii")
+    except UnicodeDecodeError:
+        raise MalformedSOAPAction("SOAPACTION is not ASCII") from None
+    for form in SOAPACTION_FORMS:
+        found = form.pattern.fullmatch(text)
+        if found is not None:
+            value = found["value"] or found.groupdict().get("bare") or ""
+            break
+    else:
+        raise MalformedSOAPAction(f"SOAPACTION {text!r} is empty or has a stray quote")
+    match = _SOAPACTION.fullmatch(value)
+    if match is None:
+        raise MalformedSOAPAction(f"SOAPACTION {value!r} is not <serviceType>#<action>")
+    return match["urn"], match["action"]
+
+
+@dataclass(frozen=True)
+class Requester:
+    """
+    Who called an action.
+
+    @ivar address: the TCP peer's IP address (never anything the client
+        wrote in the request).
+    @ivar userAgent: the C{User-Agent} header, for logs only.
+    """
+
+    address: str
+    userAgent: str
+
+
+class _HTTPStatus(Exception):
+    """
+    Answer with a bare HTTP status instead of a SOAP response.
+    """
+
+    def __init__(self, code: int, why: str) -> None:
+        super().__init__(code, why)
+        self.code = code
+        self.why = why
+
+
+def _envelope(*content: etree._Element) -> bytes:
+    envelope = S.Envelope(S.Body(*content))
+    envelope.set(f"{{{SOAP_ENV}}}encodingStyle", SOAP_ENCODING)
+    return etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
+
+
+def actionResponse(serviceURN: str, action: str, out: Mapping[str, str]) -> bytes:
+    """
+    @return: the SOAP response body for C{action}, its element in
+        C{serviceURN}, out arguments unqualified in the given order.
+    """
+    U = ElementMaker(namespace=serviceURN, nsmap={"u": serviceURN})
+    return _envelope(U(action + "Response", *(PLAIN(k, v) for k, v in out.items())))
+
+
+def faultBody(error: UPnPError) -> bytes:
+    """
+    @return: the SOAP fault for C{error}, exactly as UDA-essentials.md
+        section 4.4 shows it.
+    """
+    return _envelope(
+        S.Fault(
+            PLAIN.faultcode("s:Client"),
+            PLAIN.faultstring("UPnPError"),
+            PLAIN.detail(
+                _UPNP_ERROR.UPnPError(
+                    _UPNP_ERROR.errorCode(str(error.code)),
+                    _UPNP_ERROR.errorDescription(error.description),
+                )
+            ),
+        )
+    )
+
+
+def parseEnvelope(body: bytes) -> etree._Element:
+    """
+    Parse a SOAP request body with L{PARSER}.
+
+    @return: the action element (the only element in C{s:Body}).
+    @raise InvalidArgs: not XML, carries a DTD, or not an Envelope with a Body
+        holding exactly one element.
+    """
+    try:
+        root = etree.fromstring(body, PARSER)
+    except etree.XMLSyntaxError as e:
+        raise InvalidArgs(f"malformed XML: {e}") from None
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
+        raise InvalidArgs("a document type declaration is not allowed")
+    if root.tag != f"{{{SOAP_ENV}}}Envelope":
+        raise InvalidArgs("the root element is not a SOAP Envelope")
+    bodies = [e for e in root if e.tag == f"{{{SOAP_ENV}}}Body"]
+    if len(bodies) != 1:
+        raise InvalidArgs("the Envelope needs exactly one Body")
+    elements = [e for e in bodies[0] if isinstance(e.tag, str)]
+    if len(elements) != 1:
+        raise InvalidArgs("the Body needs exactly one action element")
+    return elements[0]
+
+
+def _arguments(element: etree._Element) -> dict[str, str]:
+    """
+    @return: the argument elements of an action element by name.  Arguments
+        are unqualified per UDA; qualified with the action's namespace (the
+        QueryStateVariable example and some old stacks) is accepted too.
+    @raise InvalidArgs: an argument is in a foreign namespace, has child
+        elements, or appears twice.
+    """
+    actionNamespace = etree.QName(element).namespace
+    arguments: dict[str, str] = {}
+    for child in element:
+        if not isinstance(child.tag, str):
+            raise InvalidArgs("unexpected content in the action element")
+        name = etree.QName(child)
+        if name.namespace not in (None, actionNamespace):
+            raise InvalidArgs(f"argument {name.localname} in a foreign namespace")
+        if len(child):
+            raise InvalidArgs(f"argument {name.localname} has child elements")
+        if name.localname in arguments:
+            raise InvalidArgs(f"argument {name.localname} given twice")
+        arguments[name.localname] = child.text or ""
+    return arguments
+
+
+def checkArguments(
+    serviceType: ServiceType, action: Action, given: Mapping[str, str]
+) -> dict[str, Any]:
+    """
+    Match the arguments by name (in any order), convert and range-check them.
+
+    @return: the in arguments' Python values by name, in SCPD order.
+    @raise InvalidArgs: missing, unknown or mistyped.
+    @raise gatewayd.errors.StringArgumentTooLong: a string beyond the limit.
+    @raise gatewayd.errors.ArgumentValueOutOfRange: outside the allowed range
+        or list.
+    """
+    expected = [a.name for a in action.inArguments]
+    unknown = set(given) - set(expected)
+    if unknown:
+        raise InvalidArgs(f"unexpected argument(s) {', '.join(sorted(unknown))}")
+    missing = [name for name in expected if name not in given]
+    if missing:
+        raise InvalidArgs(f"missing argument(s) {', '.join(missing)}")
+    values: dict[str, Any] = {}
+    for argument in action.inArguments:
+        variable = serviceType.variable(argument.relatedStateVariable)
+        value = parseValue(variable.dataType, given[argument.name])
+        variable.check(value)
+        values[argument.name] = value
+    return values
+
+
+def _serviceVersion(service: Service, serviceURN: str) -> int:
+    match = _SERVICE_URN.fullmatch(serviceURN)
+    if match is None or match["name"] != service.type.name:
+        raise InvalidAction(f"{serviceURN} is not served here")
+    version = int(match["version"])
+    if version > service.type.version:
+        raise InvalidAction(f"{serviceURN} is newer than implemented")
+    return version
+
+
+class ControlResource(Resource):
+    """
+    The control URL of one service: answers SOAP POSTs by calling the
+    service implementation's method named like the action, as
+    C{method(requester, **inArguments)}; it returns a mapping of out
+    argument names to values, directly, through a L{Deferred} or as a
+    coroutine.  C{QueryStateVariable} calls C{queryStateVariable(name)} if
+    the implementation has it.
+    """
+
+    isLeaf = True
+    allowedMethods = (b"POST",)
+    log = Logger()
+
+    def __init__(self, service: Service) -> None:
+        super().__init__()
+        self._service = service
+
+    def render_GET(self, request: IRequest) -> bytes:
+        """
+        405: a control URL only takes POST.
+        """
+        request.setResponseCode(405)
+        request.setHeader(b"allow", b"POST")
+        request.setHeader(b"content-length", b"0")
+        return b""
+
+    render_HEAD = render_GET
+
+    def render_POST(self, request: IRequest) -> object:
+        gone: list[Failure] = []
+        request.notifyFinish().addErrback(gone.append)
+        d = Deferred.fromCoroutine(self._control(request))
+        d.addErrback(self._fault, request)
+        d.addCallback(self._write, request, gone)
+        d.addErrback(lambda f: self.log.failure("Writing a SOAP response failed", f))
+        return NOT_DONE_YET
+
+    async def _control(self, request: IRequest) -> bytes:
+        try:
+            serviceURN, actionName = parseSOAPAction(request.getHeader(b"soapaction"))
+        except MalformedSOAPAction as e:
+            raise _HTTPStatus(400, str(e)) from None
+        body = request.content.read(MAX_BODY + 1)
+        if len(body) > MAX_BODY:
+            raise _HTTPStatus(413, "body too large")
+        requester = Requester(
+            address=_peer(request),
+            userAgent=(request.getHeader(b"user-agent") or b"").decode("latin-1"),
+        )
+        if (serviceURN, actionName) == _QUERY_STATE_VARIABLE:
+            return await self._queryStateVariable(body)
+        version = _serviceVersion(self._service, serviceURN)
+        serviceType = implementedType(self._service).at(version)
+        action = serviceType.action(actionName)
+        if action is None:
+            raise InvalidAction(f"{actionName} is not an action of {serviceURN}")
+        element = self._actionElement(body, serviceURN, actionName)
+        inArguments = checkArguments(serviceType, action, _arguments(element))
+        method = getattr(self._service.implementation, actionName)
+        self.log.debug("{action} from {address}", action=actionName, address=requester.address)
+        result = await maybeDeferred(method, requester, **inArguments)
+        result = {} if result is None else result
+        out: dict[str, str] = {}
+        for argument in action.outArguments:
+            if argument.name not in result:
+                raise _ProgrammingError(f"{actionName} returned no {argument.name}")
+            variable = serviceType.variable(argument.relatedStateVariable)
+            out[argument.name] = formatValue(variable.dataType, result[argument.name])
+        return actionResponse(serviceURN, actionName, out)
+
+    def _actionElement(self, body: bytes, serviceURN: str, actionName: str) -> etree._Element:
+        try:
+            element = parseEnvelope(body)
+        except InvalidArgs as e:
+            self.log.warn(
+                "Refused a SOAP body for {action}: {why}", action=actionName, why=e.detail
+            )
+            raise
+        if etree.QName(element) != etree.QName(serviceURN, actionName):
+            raise InvalidAction(
+                f"SOAPACTION {serviceURN}#{actionName} disagrees with body {element.tag}"
+            )
+        return element
+
+    async def _queryStateVariable(self, body: bytes) -> bytes:
+        query = getattr(self._service.implementation, "queryStateVariable", None)
+        if not callable(query):
+            raise InvalidAction("QueryStateVariable is not supported here")
+        element = self._actionElement(body, *_QUERY_STATE_VARIABLE)
+        arguments = _arguments(element)
+        if set(arguments) != {"varName"}:
+            raise InvalidArgs("QueryStateVariable takes exactly varName")
+        try:
+            variable = self._service.type.variable(arguments["varName"].strip())
+        except KeyError:
+            raise InvalidVar(f"no state variable {arguments['varName']!r}") from None
+        value = await maybeDeferred(query, variable.name)
+        return actionResponse(
+            CONTROL_NS, "QueryStateVariable", {"return": formatValue(variable.dataType, value)}
+        )
+
+    def _fault(self, failure: Failure, request: IRequest) -> bytes:
+        if failure.check(_HTTPStatus):
+            self.log.info(
+                "SOAP request from {address} refused with {code}: {why}",
+                address=_peer(request),
+                code=failure.value.code,
+                why=failure.value.why,
+            )
+            request.setResponseCode(failure.value.code)
+            return b""
+        if failure.check(UPnPError):
+            error = failure.value
+            self.log.info(
+                "SOAP fault {code} for {address}: {why}",
+                code=error.code,
+                address=_peer(request),
+                why=error.detail or error.description,
+            )
+        else:
+            self.log.failure(
+                "Action on {control} failed", failure, control=self._service.controlPath
+            )
+            error = ActionFailed()
+        request.setResponseCode(500)
+        return faultBody(error)
+
+    def _write(self, body: bytes, request: IRequest, gone: list[Failure]) -> None:
+        if gone:
+            self.log.info("Client {address} left before the answer", address=_peer(request))
+            return
+        writeXML(body, request)
+
+
+class _ProgrammingError(Exception):
+    """
+    An implementation broke its contract (e.g. a missing out value).
+    """
+
+
+def _peer(request: IRequest) -> str:
+    address = request.getClientAddress()
+    return str(getattr(address, "host", address))
+
+
+def writeXML(body: bytes, request: IRequest) -> None:
+    """
+    Finish C{request} with C{body}: C{Content-Type} (text/xml for a body,
+    none for an empty one), C{Content-Length}, C{EXT}.
+    """
+    if body:
+        request.setHeader(b"content-type", CONTENT_TYPE)
+    request.setHeader(b"content-length", b"%d" % (len(body),))
+    request.setHeader(b"ext", b"")
+    request.write(body)
+    request.finish()
