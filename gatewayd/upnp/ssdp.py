@@ -86,6 +86,13 @@ class MalformedSSDP(ValueError):
     """
 
 
+class NotASearch(MalformedSSDP):
+    """
+    A well-formed SSDP message that is not an M-SEARCH (a NOTIFY or a
+    response): ignored without a word.
+    """
+
+
 @dataclass(frozen=True)
 class Search:
     """
@@ -140,9 +147,9 @@ def parseSearch(datagram: bytes, multicast: bool = True) -> Search:
     startLine = lines[0].strip()
     if startLine != _START_LINE:
         if startLine.startswith("NOTIFY "):
-            raise MalformedSSDP("a NOTIFY, not a search")
+            raise NotASearch("a NOTIFY, not a search")
         if startLine.startswith("HTTP/"):
-            raise MalformedSSDP("a response, not a search")
+            raise NotASearch("a response, not a search")
         raise MalformedSSDP(f"start line {startLine[:40]!r} is not {_START_LINE!r}")
     headers: dict[str, str] = {}
     for line in lines[1:]:
@@ -486,6 +493,8 @@ class SSDPProtocol(DatagramProtocol):
     @ivar received: called with C{(datagram, addr, ifindex, destination)}.
     """
 
+    noisy = False
+
     log = Logger()
 
     def __init__(self, received: Callable[[bytes, tuple[str, int], int, str], None]) -> None:
@@ -790,6 +799,8 @@ class SSDPService(Service):
             lan = toUs[0]
         try:
             search = parseSearch(datagram, multicast=multicast)
+        except NotASearch:
+            return  # announcements (ours looped back, too) are none of our business
         except MalformedSSDP as e:
             self.log.debug("Dropped SSDP datagram from {addr}: {why}", addr=addr, why=e)
             return
