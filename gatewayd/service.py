@@ -230,6 +230,7 @@ def makeGateway(
     linkTypes: Mapping[str, Any] | None = None,
     nat: Any = None,
     ssdpPort: int = 1900,
+    ssdpListen: Callable[[Any], Any] | None = None,
 ) -> GatewayService:
     """
     Build the whole tree from a configuration; nothing runs until it is
@@ -239,6 +240,7 @@ def makeGateway(
     @param linkTypes: the link types by name; the installed plugins by default.
     @param nat: the L{INATBackend}; from C{config.gateway.nat} by default.
     @param ssdpPort: the SSDP port (tests use another one).
+    @param ssdpListen: makes SSDP's transport (tests pass a fake).
     """
     from gatewayd import config as configModule
     from gatewayd.state import FileStateStore, threadRunner, udnSeed
@@ -307,6 +309,7 @@ def makeGateway(
         httpPort=lambda: http.port,
         configId=configId,
         port=ssdpPort,
+        listen=ssdpListen,
     )
     ssdp.setName("ssdp")
     ssdp.setServiceParent(gateway)

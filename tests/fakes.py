@@ -12,6 +12,7 @@ from zope.interface import implementer
 
 from gatewayd.interfaces import INetlink, InterfaceState, LANAddress
 from gatewayd.link.netlink import UnknownInterface
+from gatewayd.upnp.ssdp import IPacketInfoTransport
 
 
 @implementer(INetlink)
@@ -103,3 +104,36 @@ class FakeNetlink:
         if (state := self._states.get(name)) is None:
             return fail(UnknownInterface(name))
         return succeed(dict(state.stats))
+
+
+@implementer(IPacketInfoTransport)
+class FakePacketInfoTransport:
+    """
+    Records what is sent and which groups are joined.
+    """
+
+    def __init__(self, port: int = 1900) -> None:
+        self.port = port
+        self.sent: list[tuple[bytes, tuple[str, int], int, str]] = []
+        self.groups: set[tuple[str, int, str]] = set()
+        self.listening = True
+        self.failOn: set[int] = set()
+
+    def sendFrom(self, datagram, addr, ifindex, source):
+        if ifindex in self.failOn:
+            raise OSError(19, "No such device")
+        self.sent.append((datagram, addr, ifindex, source))
+
+    def joinGroupOn(self, group, ifindex, address):
+        self.groups.add((group, ifindex, address))
+
+    def leaveGroupOn(self, group, ifindex, address):
+        self.groups.remove((group, ifindex, address))
+
+    def getHost(self):
+        from twisted.internet.address import IPv4Address
+
+        return IPv4Address("UDP", "0.0.0.0", self.port)
+
+    def stopListening(self):
+        self.listening = False

@@ -570,7 +570,7 @@ class LANHTTPService(Service):
         for ip in sorted(set(self._listening) - wanted):
             port = self._listening.pop(ip)
             self.log.info("Stopped HTTP on {address}:{port}", address=ip, port=self._boundPort)
-            port.stopListening().addErrback(
+            maybeDeferred(port.stopListening).addErrback(
                 lambda f: self.log.failure("Stopping HTTP on {address}", f, address=ip)
             )
         for address in self._wanted:

@@ -20,6 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from gatewayd.igd.types import Layer3Forwarding, WANCommonInterfaceConfig, WANIPConnection
 from gatewayd.interfaces import LANAddress
 from gatewayd.upnp.model import Device, Service
+from tests.fakes import FakePacketInfoTransport
 from gatewayd.upnp.ssdp import (
     MAX_PENDING_REPLIES,
     SSDP_GROUP,
@@ -441,37 +442,6 @@ class FormatTests(SynchronousTestCase):
         server = headers(searchResponse("a", "b", location="l", maxAge=1, date=0,
                                         bootId=1, configId=1))["SERVER"]
         self.assertRegex(server, r"^Linux/\S+ UPnP/1\.1 gatewayd/\S+$")
-
-
-@implementer(IPacketInfoTransport)
-class FakePacketInfoTransport:
-    """
-    Records what is sent and which groups are joined.
-    """
-
-    def __init__(self, port: int = 1900) -> None:
-        self.port = port
-        self.sent: list[tuple[bytes, tuple[str, int], int, str]] = []
-        self.groups: set[tuple[str, int, str]] = set()
-        self.listening = True
-        self.failOn: set[int] = set()
-
-    def sendFrom(self, datagram, addr, ifindex, source):
-        if ifindex in self.failOn:
-            raise OSError(19, "No such device")
-        self.sent.append((datagram, addr, ifindex, source))
-
-    def joinGroupOn(self, group, ifindex, address):
-        self.groups.add((group, ifindex, address))
-
-    def leaveGroupOn(self, group, ifindex, address):
-        self.groups.remove((group, ifindex, address))
-
-    def getHost(self):
-        return IPv4Address("UDP", "0.0.0.0", self.port)
-
-    def stopListening(self):
-        self.listening = False
 
 
 LAN = LANAddress("br-lan", 3, IPv4Interface("192.168.1.1/24"))

@@ -1,0 +1,250 @@
+"""
+Tests for L{gatewayd.service}: the whole tree built from a configuration,
+driven the way a LAN client drives it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from ipaddress import IPv4Interface
+from pathlib import Path
+
+from lxml import etree
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from gatewayd import config
+from gatewayd.interfaces import InterfaceState
+from gatewayd.service import makeGateway
+from tests.fakes import FakeNetlink, FakePacketInfoTransport
+
+CONFIG = """
+[gateway]
+state_dir = "{state}"
+nat = "memory"
+
+[lan]
+interfaces = ["br-lan"]
+http_port = 5000
+
+[upnp]
+friendly_name = "test gateway"
+
+[[wan]]
+name = "backup"
+interface = "eth2"
+priority = 20
+link = {{ type = "simulated", address = "198.51.101.2/24" }}
+
+[[wan]]
+name = "fibre"
+interface = "eth1"
+priority = 10
+link = {{ type = "unmanaged" }}
+"""
+
+LAN = InterfaceState("br-lan", 3, up=True, carrier=True, addresses=(IPv4Interface("192.168.1.1/24"),))
+ETH1 = InterfaceState("eth1", 4, up=True, carrier=True, addresses=(IPv4Interface("203.0.114.2/24"),))
+
+
+class ListeningReactor(MemoryReactorClock):
+    """
+    A memory reactor that knows which TCP ports are still listening.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listening: set[tuple[str, int]] = set()
+
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        listening = super().listenTCP(port, factory, backlog, interface)
+        key = (interface, port)
+        self.listening.add(key)
+        listening.stopListening = lambda: self.listening.discard(key)
+        return listening
+
+
+def miniupnpc(path: str, urn: str, action: str) -> bytes:
+    """
+    @return: a request exactly as miniupnpc 2.2.4 sends it.
+    """
+    body = (
+        '<?xml version="1.0"?>\r\n'
+        '<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" '
+        's:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/">'
+        f'<s:Body><u:{action} xmlns:u="{urn}"></u:{action}></s:Body></s:Envelope>\r\n'
+    ).encode()
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 192.168.1.1:5000\r\n"
+        "User-Agent: Debian/12 UPnP/1.1 MiniUPnPc/2.2.4\r\n"
+        f"Content-Length: {len(body)}\r\nContent-Type: text/xml\r\n"
+        f'SOAPAction: "{urn}#{action}"\r\nConnection: Close\r\n'
+        "Cache-Control: no-cache\r\nPragma: no-cache\r\n\r\n"
+    ).encode() + body
+
+
+class GatewayTests(SynchronousTestCase):
+    """
+    A gateway with two WANs: one watched through netlink, one simulated.
+    """
+
+    def setUp(self) -> None:
+        self.state = Path(tempfile.mkdtemp())
+        self.addCleanup(lambda: __import__("shutil").rmtree(self.state, ignore_errors=True))
+        self.reactor = ListeningReactor()
+        self.netlink = FakeNetlink([LAN, ETH1])
+        self.ssdp = FakePacketInfoTransport()
+        self.gateway = self.build()
+
+    def build(self):
+        parsed = config.parse(CONFIG.format(state=self.state))
+        return makeGateway(
+            parsed, self.reactor, netlink=self.netlink, ssdpListen=lambda protocol: self.ssdp
+        )
+
+    def http(self, raw: bytes, peer: str = "192.168.1.20") -> bytes:
+        site = self.reactor.tcpServers[0][1]
+        channel = site.buildProtocol(IPv4Address("TCP", peer, 40000))
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(raw)
+        return transport.value()
+
+    def test_treeByName(self) -> None:
+        """
+        Every part is a named child; one C{wan:<name>} per WAN in configured
+        order.
+        """
+        names = [s.name for s in self.gateway]
+        self.assertEqual(
+            names, ["nat", "wan:backup", "wan:fibre", "http", "ssdp", "lan"]
+        )
+        self.assertEqual(list(self.gateway.wans), ["backup", "fibre"])
+
+    def test_servesOnLANAddressOnly(self) -> None:
+        """
+        Once started, HTTP listens on the LAN address, and nothing else.
+        """
+        self.gateway.startService()
+        self.assertEqual(self.reactor.listening, {("192.168.1.1", 5000)})
+
+    def test_primaryWANFirst(self) -> None:
+        """
+        miniupnpc uses the first WANIPConnection it sees: GetExternalIPAddress
+        there gives the preferred WAN's address, and the other WAN's service
+        gives its own.
+        """
+        self.gateway.startService()
+        urn = "urn:schemas-upnp-org:service:WANIPConnection:1"
+        description = self.http(b"GET /rootDesc.xml HTTP/1.1\r\nHost: 192.168.1.1:5000\r\n\r\n")
+        body = description.split(b"\r\n\r\n", 1)[1]
+        controls = etree.fromstring(body).xpath(
+            "//d:service[d:serviceId='urn:upnp-org:serviceId:WANIPConn1']/d:controlURL/text()",
+            namespaces={"d": "urn:schemas-upnp-org:device-1-0"},
+        )
+        self.assertEqual(controls, ["/ctl/fibre/WANIPConn1", "/ctl/backup/WANIPConn1"])
+        answer = self.http(miniupnpc("/ctl/fibre/WANIPConn1", urn, "GetExternalIPAddress"))
+        self.assertIn(b"<NewExternalIPAddress>203.0.114.2</NewExternalIPAddress>", answer)
+        answer = self.http(miniupnpc("/ctl/backup/WANIPConn1", urn, "GetExternalIPAddress"))
+        self.assertIn(b"<NewExternalIPAddress>198.51.101.2</NewExternalIPAddress>", answer)
+
+    def test_statusFollowsCarrier(self) -> None:
+        """
+        GetStatusInfo says Connected with the uptime; when the cable is
+        pulled it says Disconnected with ERROR_NO_CARRIER, the external
+        address is empty and PhysicalLinkStatus is Down.
+        """
+        self.gateway.startService()
+        urn = "urn:schemas-upnp-org:service:WANIPConnection:2"
+        self.reactor.advance(42)
+        answer = self.http(miniupnpc("/ctl/fibre/WANIPConn1", urn, "GetStatusInfo"))
+        self.assertIn(b"<NewConnectionStatus>Connected</NewConnectionStatus>", answer)
+        self.assertIn(b"<NewLastConnectionError>ERROR_NONE</NewLastConnectionError>", answer)
+        self.assertIn(b"<NewUptime>42</NewUptime>", answer)
+        self.netlink.setState(InterfaceState("eth1", 4, up=True, carrier=False, addresses=ETH1.addresses))
+        answer = self.http(miniupnpc("/ctl/fibre/WANIPConn1", urn, "GetStatusInfo"))
+        self.assertIn(b"<NewConnectionStatus>Disconnected</NewConnectionStatus>", answer)
+        self.assertIn(b"<NewLastConnectionError>ERROR_NO_CARRIER</NewLastConnectionError>", answer)
+        self.assertIn(b"<NewUptime>0</NewUptime>", answer)
+        answer = self.http(miniupnpc("/ctl/fibre/WANIPConn1", urn, "GetExternalIPAddress"))
+        self.assertIn(b"<NewExternalIPAddress></NewExternalIPAddress>", answer)
+        common = "urn:schemas-upnp-org:service:WANCommonInterfaceConfig:1"
+        answer = self.http(miniupnpc("/ctl/fibre/WANCommonIFC1", common, "GetCommonLinkProperties"))
+        self.assertIn(b"<NewPhysicalLinkStatus>Down</NewPhysicalLinkStatus>", answer)
+        self.assertIn(b"<NewWANAccessType>Ethernet</NewWANAccessType>", answer)
+
+    def test_readOnlyActions(self) -> None:
+        """
+        GetConnectionTypeInfo and GetNATRSIPStatus answer what a NAT router
+        is; Layer3Forwarding names the preferred WAN's connection service.
+        """
+        self.gateway.startService()
+        urn = "urn:schemas-upnp-org:service:WANIPConnection:2"
+        answer = self.http(miniupnpc("/ctl/backup/WANIPConn1", urn, "GetConnectionTypeInfo"))
+        self.assertIn(b"<NewConnectionType>IP_Routed</NewConnectionType>", answer)
+        self.assertIn(b"<NewPossibleConnectionTypes>IP_Routed</NewPossibleConnectionTypes>", answer)
+        answer = self.http(miniupnpc("/ctl/backup/WANIPConn1", urn, "GetNATRSIPStatus"))
+        self.assertIn(b"<NewRSIPAvailable>0</NewRSIPAvailable><NewNATEnabled>1</NewNATEnabled>", answer)
+        l3f = "urn:schemas-upnp-org:service:Layer3Forwarding:1"
+        answer = self.http(miniupnpc("/ctl/L3F", l3f, "GetDefaultConnectionService"))
+        fibre = self.gateway.device.devices[0].devices[0].udn
+        self.assertIn(
+            f"<NewDefaultConnectionService>{fibre}:WANConnectionDevice:2,"
+            "urn:upnp-org:serviceId:WANIPConn1</NewDefaultConnectionService>".encode(),
+            answer,
+        )
+
+    def test_stableUDNs(self) -> None:
+        """
+        A restart with the same state directory is the same device to
+        control points.
+        """
+        first = [d.udn for d in self.gateway.device.walk()]
+        again = [d.udn for d in self.build().device.walk()]
+        self.assertEqual(first, again)
+
+    def test_ssdpAnnounces(self) -> None:
+        """
+        At start SSDP says byebye then alive on the LAN interface, with the
+        description's URL on the LAN address.
+        """
+        self.gateway.startService()
+        self.reactor.advance(1)
+        sent = [d for d, _, ifindex, source in self.ssdp.sent if ifindex == 3 and source == "192.168.1.1"]
+        self.assertTrue(sent)
+        self.assertIn(b"NTS: ssdp:byebye", sent[0])
+        self.assertTrue(any(b"LOCATION: http://192.168.1.1:5000/rootDesc.xml" in d for d in sent))
+
+    def test_stopLeavesNothing(self) -> None:
+        """
+        After C{stopService} nothing listens and no timer is pending.
+        """
+        self.gateway.startService()
+        self.reactor.advance(5)
+        d = self.gateway.stopService()
+        self.reactor.advance(1)
+        self.successResultOf(d)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertFalse(self.ssdp.listening)
+        self.assertEqual(self.reactor.listening, set())
+        self.assertEqual(self.netlink.watching("br-lan"), 0)
+        self.assertEqual(self.netlink.watching("eth1"), 0)
+
+    def test_followsLANAddress(self) -> None:
+        """
+        When the LAN interface's address changes, HTTP moves with it; a LAN
+        interface that comes up later is served from then on.
+        """
+        self.netlink.remove("br-lan")
+        self.gateway.startService()
+        self.assertEqual(self.reactor.listening, set())
+        self.netlink.setState(LAN)
+        self.assertEqual(self.reactor.listening, {("192.168.1.1", 5000)})
+        self.netlink.setState(
+            InterfaceState("br-lan", 3, up=True, carrier=True, addresses=(IPv4Interface("10.0.0.1/24"),))
+        )
+        self.assertEqual(self.reactor.listening, {("10.0.0.1", 5000)})
+        answer = self.http(b"GET /rootDesc.xml HTTP/1.1\r\nHost: 192.168.1.1:5000\r\n\r\n", peer="10.0.0.5")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 403"), answer[:40])
