@@ -6,8 +6,11 @@ namespaces these tests create and remove.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import sys
+import time
 from pathlib import Path
 
 from lxml import etree
@@ -49,9 +52,9 @@ def upnpClient() -> str:
     return str(found) if found.exists() else (shutil.which("upnp-client") or "upnp-client")
 
 
-class DaemonTests(SynchronousTestCase):
+class LabTestCase(SynchronousTestCase):
     """
-    The daemon on a LAN veth with two WANs, seen from the LAN and the WAN.
+    A lab of namespaces and a configuration for the gateway in it.
     """
 
     def setUp(self) -> None:
@@ -59,14 +62,35 @@ class DaemonTests(SynchronousTestCase):
         self.lab = Lab()
         self.addCleanup(self.lab.down)
         self.lab.up()
-        work = Path(self.mktemp()).resolve()
-        work.mkdir(parents=True)
-        configFile = work / "gatewayd.toml"
-        configFile.write_text(CONFIG.format(state=work / "state"))
-        self.log = work / "gatewayd.log"
+        self.work = Path(self.mktemp()).resolve()
+        self.work.mkdir(parents=True)
+        self.configFile = self.work / "gatewayd.toml"
+        self.configFile.write_text(CONFIG.format(state=self.work / "state"))
+        self.log = self.work / "gatewayd.log"
+
+    def fetch(self, path: str) -> str:
+        """
+        GET C{path} from the LAN host; the body, or the failure.
+        """
+        code = (
+            "import sys, urllib.request\n"
+            "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
+        )
+        result = self.lab.lan.python(code, f"http://{self.lab.lanAddress}:5000{path}")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return result.stdout
+
+
+class DaemonTests(LabTestCase):
+    """
+    The daemon on a LAN veth with two WANs, seen from the LAN and the WAN.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
         self.daemon = self.lab.spawn(
             self.lab.gw,
-            TWISTD + ["-n", "--pidfile=", "--logfile=-", "gatewayd", "--config", str(configFile)],
+            TWISTD + ["-n", "--pidfile=", "--logfile=-", "gatewayd", "--config", str(self.configFile)],
             self.log,
         )
         self.lab.waitForTCP(self.lab.gw, self.lab.lanAddress, 5000, self.daemon, self.log)
@@ -108,10 +132,7 @@ class DaemonTests(SynchronousTestCase):
         The description has one WANDevice per WAN, each with its own
         WANIPConnection:2, primary WAN first.
         """
-        fetch = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
-        result = self.lab.lan.python(fetch, f"http://{self.lab.lanAddress}:5000/rootDesc.xml")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        root = etree.fromstring(result.stdout.encode())
+        root = etree.fromstring(self.fetch("/rootDesc.xml").encode())
         ns = {"d": "urn:schemas-upnp-org:device-1-0"}
         self.assertEqual(
             root.xpath("//d:device/d:deviceType/text()", namespaces=ns),
@@ -138,3 +159,56 @@ class DaemonTests(SynchronousTestCase):
         # The same probe from the LAN is answered, so the silence above means something.
         result = self.lab.lan.python(SSDP_PROBE, "239.255.255.250", "2")
         self.assertGreater(int(result.stdout.strip()), 0, result.stdout + result.stderr)
+
+
+class DaemonizeTests(LabTestCase):
+    """
+    Plain C{twistd gatewayd} daemonizes, as an init system runs it.
+    """
+
+    def test_daemonizesAndStops(self) -> None:
+        """
+        C{twistd gatewayd --config FILE} returns at once, leaves a daemon
+        whose pid is in the pidfile serving the LAN, and SIGTERM stops it
+        cleanly: the pidfile goes and nothing listens any more. Started
+        again, it is the same device (same UDNs).
+        """
+        pidfile = self.work / "gatewayd.pid"
+        argv = TWISTD + [f"--pidfile={pidfile}", f"--logfile={self.log}", "gatewayd", "--config", str(self.configFile)]
+        result = self.lab.gw.run(*argv, timeout=60, check=False)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        pid = int(pidfile.read_text())
+        deadline = time.monotonic() + 30
+        while "WANIPConnection:2" not in self._tryFetch() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        first = self.fetch("/rootDesc.xml")
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+                break
+            time.sleep(0.1)
+        self.assertFalse(pidfile.exists(), self.log.read_text())
+        self.assertEqual(self._tryFetch(), "", "still serving after SIGTERM")
+        self.assertIn("Server Shut Down", self.log.read_text())
+
+        result = self.lab.gw.run(*argv, timeout=60, check=False)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        deadline = time.monotonic() + 30
+        while "WANIPConnection:2" not in self._tryFetch() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        udns = lambda text: etree.fromstring(text.encode()).xpath(
+            "//d:UDN/text()", namespaces={"d": "urn:schemas-upnp-org:device-1-0"}
+        )
+        self.assertEqual(udns(self.fetch("/rootDesc.xml")), udns(first))
+        os.kill(int(pidfile.read_text()), signal.SIGTERM)
+
+    def _tryFetch(self) -> str:
+        code = (
+            "import sys, urllib.request\n"
+            "try:\n"
+            "    sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode())\n"
+            "except OSError:\n"
+            "    pass\n"
+        )
+        return self.lab.lan.python(code, f"http://{self.lab.lanAddress}:5000/rootDesc.xml").stdout
