@@ -16,6 +16,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from gatewayd import config
+from gatewayd.errors import ConfigError
 from gatewayd.interfaces import InterfaceState
 from gatewayd.service import makeGateway
 from tests.fakes import FakeNetlink, FakePacketInfoTransport
@@ -248,3 +249,50 @@ class GatewayTests(SynchronousTestCase):
         self.assertEqual(self.reactor.listening, {("10.0.0.1", 5000)})
         answer = self.http(b"GET /rootDesc.xml HTTP/1.1\r\nHost: 192.168.1.1:5000\r\n\r\n", peer="10.0.0.5")
         self.assertTrue(answer.startswith(b"HTTP/1.1 403"), answer[:40])
+
+
+class ManholeWiringTests(SynchronousTestCase):
+    """
+    The manhole is part of the tree when configured, and refuses to start on
+    a password file others can read.
+    """
+
+    def setUp(self) -> None:
+        self.state = Path(tempfile.mkdtemp())
+        self.addCleanup(lambda: __import__("shutil").rmtree(self.state, ignore_errors=True))
+        self.passwords = self.state / "manhole.passwd"
+        self.passwords.write_text("admin:secret\n")
+
+    def build(self):
+        text = CONFIG.format(state=self.state) + f'\n[manhole]\nport = 6023\npassword_file = "{self.passwords}"\n'
+        return makeGateway(
+            config.parse(text),
+            ListeningReactor(),
+            netlink=FakeNetlink([LAN, ETH1]),
+            ssdpListen=lambda protocol: FakePacketInfoTransport(),
+        )
+
+    def test_namespaceIsTheLiveTree(self) -> None:
+        """
+        With C{[manhole] port} set, the tree has a manhole whose namespace
+        holds the live WAN services by name.
+        """
+        self.passwords.chmod(0o600)
+        gateway = self.build()
+        self.assertEqual(type(gateway.getServiceNamed("manhole")).__name__, "ManholeService")
+        namespace = gateway.namespace()
+        self.assertEqual(sorted(namespace["wans"]), ["backup", "fibre"])
+        self.assertIs(namespace["wans"]["fibre"], gateway.getServiceNamed("wan:fibre"))
+        self.assertIs(namespace["gateway"], gateway)
+
+    def test_worldReadable(self) -> None:
+        """
+        A password file others can read stops startup with one line.
+        """
+        self.passwords.chmod(0o644)
+        with self.assertRaises(ConfigError) as e:
+            self.build()
+        self.assertEqual(
+            str(e.exception),
+            f"manhole.password_file: {self.passwords} is readable by other users (mode 0644); chmod 600 it",
+        )

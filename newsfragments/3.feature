@@ -1,0 +1,1 @@
+gatewayd runs as `twistd gatewayd`: an IGD:2 device with one WANDevice/WANIPConnection:2 per WAN on LAN-only SSDP and HTTP, hardened SOAP with the read-only WANIPConnection and WANCommonInterfaceConfig actions, unmanaged and simulated link plugins, a memory NAT backend and a loopback telnet manhole.
