@@ -169,7 +169,7 @@ class _Table:
 
     def __init__(self, data: object, path: str) -> None:
         if not isinstance(data, dict):
-            raise ConfigError(path, f"expected a table, got {_typeName(data)}")
+            raise ConfigError(path, f"expected a table; got {_typeName(data)}")
         self.data: dict[str, Any] = data
         self.path = path
         self._used: set[str] = set()
@@ -185,7 +185,7 @@ class _Table:
             return default
         value = self.data[key]
         if not ok(value):
-            raise ConfigError(self.at(key), f"expected {expected}, got {_describe(value)}")
+            raise ConfigError(self.at(key), f"expected {expected}; got {describeValue(value)}")
         return value
 
     def string(self, key: str, default: Any = _REQUIRED) -> str:
@@ -241,7 +241,7 @@ class _Table:
         self._used.add(key)
         value = self.data.get(key, [])
         if not isinstance(value, list):
-            raise ConfigError(self.at(key), f"expected an array of tables, got {_describe(value)}")
+            raise ConfigError(self.at(key), f"expected an array of tables; got {describeValue(value)}")
         return [_Table(item, f"{self.at(key)}[{i}]") for i, item in enumerate(value)]
 
     def finish(self) -> None:
@@ -250,7 +250,11 @@ class _Table:
                 raise ConfigError(self.at(key), "unknown key")
 
 
-def _describe(value: object) -> str:
+def describeValue(value: object) -> str:
+    """
+    @return: C{value} as a configuration file shows it, with its TOML type,
+        for messages: C{a string "eth1"}, C{an integer 5}, C{an array}.
+    """
     if isinstance(value, (str, int, float, bool)):
         shown = repr(value) if not isinstance(value, bool) else str(value).lower()
         if isinstance(value, str):
@@ -270,7 +274,7 @@ def _network(path: str, text: str) -> IPv4Network:
 
 def _address(path: str, text: object) -> IPv4Address:
     if not isinstance(text, str):
-        raise ConfigError(path, f"expected an IPv4 address, got {_describe(text)}")
+        raise ConfigError(path, f"expected an IPv4 address; got {describeValue(text)}")
     try:
         return IPv4Address(text)
     except ValueError:

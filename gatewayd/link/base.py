@@ -13,6 +13,7 @@ from typing import Callable, Collection, Mapping
 from twisted.application.service import Service
 from twisted.logger import Logger
 
+from gatewayd.config import describeValue
 from gatewayd.errors import ConfigError
 from gatewayd.interfaces import LinkStatus
 
@@ -75,11 +76,7 @@ def describe(value: object) -> str:
     """
     @return: C{value} as a configuration file would show it, for messages.
     """
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return f"{value!r} ({type(value).__name__})"
+    return describeValue(value)
 
 
 def checkKeys(config: Mapping[str, object], allowed: Collection[str]) -> None:

@@ -134,7 +134,7 @@ class SimulatedLinkType:
             ):
                 raise ConfigError(
                     "gateway",
-                    f'expected a host of {hosts} other than {address.ip}; got "{gateway}"',
+                    f'expected a host of {hosts} other than {address.ip}; got {describe(str(gateway))}',
                 )
         carrier = config.get("carrier", True)
         if not isinstance(carrier, bool):

@@ -51,17 +51,17 @@ BROKEN: list[tuple[str, str, str]] = [
     (
         "wrong type",
         MINIMAL.replace("[lan]", "[lan]\nhttp_port = \"5000\""),
-        'lan.http_port: expected an integer from 0 to 65535, got a string "5000"',
+        'lan.http_port: expected an integer from 0 to 65535; got a string "5000"',
     ),
     (
         "port out of range",
         MINIMAL.replace("[lan]", "[lan]\nhttp_port = 70000"),
-        "lan.http_port: expected an integer from 0 to 65535, got an integer 70000",
+        "lan.http_port: expected an integer from 0 to 65535; got an integer 70000",
     ),
     (
         "boolean where an integer belongs",
         MINIMAL.replace("[lan]", "[lan]\nhttp_port = true"),
-        "lan.http_port: expected an integer from 0 to 65535, got a boolean true",
+        "lan.http_port: expected an integer from 0 to 65535; got a boolean true",
     ),
     (
         "missing LAN section",
@@ -132,7 +132,7 @@ BROKEN: list[tuple[str, str, str]] = [
     (
         "bad choice",
         MINIMAL + '\n[gateway]\nnat = "iptables"\n',
-        'gateway.nat: expected one of "nftables", "memory", got a string "iptables"',
+        'gateway.nat: expected one of "nftables", "memory"; got a string "iptables"',
     ),
     (
         "manhole without a password file",
@@ -142,7 +142,7 @@ BROKEN: list[tuple[str, str, str]] = [
     (
         "lease too long",
         MINIMAL + "\n[upnp]\nmax_lease = 604801\n",
-        "upnp.max_lease: expected an integer from 1 to 604800, got an integer 604801",
+        "upnp.max_lease: expected an integer from 1 to 604800; got an integer 604801",
     ),
     (
         "static mapping with a bad client",
@@ -222,7 +222,7 @@ class BrokenConfigurationTests(SynchronousTestCase):
             config.load(str(path))
         self.assertEqual(
             str(e.exception),
-            f"{path}: lan.http_port: expected an integer from 0 to 65535, got an integer -1",
+            f"{path}: lan.http_port: expected an integer from 0 to 65535; got an integer -1",
         )
 
     def test_notUTF8(self) -> None:

@@ -83,9 +83,9 @@ class UnmanagedConfigTests(ConfigCheckMixin, SynchronousTestCase):
         """
         ip = 'expected an IPv4 address, e.g. "203.0.113.1"'
         bad: list[tuple[dict[str, object], str, str]] = [
-            ({"gateway": "203.0.113.256"}, "gateway", f'{ip}; got "203.0.113.256"'),
-            ({"gateway": "2001:db8::1"}, "gateway", f'{ip}; got "2001:db8::1"'),
-            ({"gateway": 1}, "gateway", f"{ip}; got 1 (int)"),
+            ({"gateway": "203.0.113.256"}, "gateway", f'{ip}; got a string "203.0.113.256"'),
+            ({"gateway": "2001:db8::1"}, "gateway", f'{ip}; got a string "2001:db8::1"'),
+            ({"gateway": 1}, "gateway", f"{ip}; got an integer 1"),
             ({"address": "203.0.113.2/24"}, "address", "unknown key"),
             ({"gateway": "203.0.113.1", "mtu": 1500}, "mtu", "unknown key"),
         ]
@@ -130,25 +130,25 @@ class SimulatedConfigTests(ConfigCheckMixin, SynchronousTestCase):
         bad: list[tuple[dict[str, object], str, str]] = [
             ({}, "address", f"missing; {prefixed}"),
             ({"gateway": "203.0.113.1"}, "address", f"missing; {prefixed}"),
-            ({"address": "203.0.113.2"}, "address", f'{prefixed}; got "203.0.113.2"'),
-            ({"address": "203.0.113.2/33"}, "address", f'{prefixed}; got "203.0.113.2/33"'),
-            ({"address": "eth1"}, "address", f'{prefixed}; got "eth1"'),
-            ({"address": [A]}, "address", f"{prefixed}; got ['{A}'] (list)"),
+            ({"address": "203.0.113.2"}, "address", f'{prefixed}; got a string "203.0.113.2"'),
+            ({"address": "203.0.113.2/33"}, "address", f'{prefixed}; got a string "203.0.113.2/33"'),
+            ({"address": "eth1"}, "address", f'{prefixed}; got a string "eth1"'),
+            ({"address": [A]}, "address", f"{prefixed}; got an array"),
             (
                 {"address": "203.0.113.255/24"},
                 "address",
                 "expected a host address of 203.0.113.0/24, not its network or broadcast address",
             ),
-            ({"address": A, "gateway": "198.51.100.1"}, "gateway", f'{host}; got "198.51.100.1"'),
-            ({"address": A, "gateway": "203.0.113.2"}, "gateway", f'{host}; got "203.0.113.2"'),
-            ({"address": A, "gateway": "203.0.113.0"}, "gateway", f'{host}; got "203.0.113.0"'),
+            ({"address": A, "gateway": "198.51.100.1"}, "gateway", f'{host}; got a string "198.51.100.1"'),
+            ({"address": A, "gateway": "203.0.113.2"}, "gateway", f'{host}; got a string "203.0.113.2"'),
+            ({"address": A, "gateway": "203.0.113.0"}, "gateway", f'{host}; got a string "203.0.113.0"'),
             (
                 {"address": A, "gateway": "gw"},
                 "gateway",
-                'expected an IPv4 address, e.g. "203.0.113.1"; got "gw"',
+                'expected an IPv4 address, e.g. "203.0.113.1"; got a string "gw"',
             ),
-            ({"address": A, "carrier": "yes"}, "carrier", 'expected true or false; got "yes"'),
-            ({"address": A, "carrier": 1}, "carrier", "expected true or false; got 1 (int)"),
+            ({"address": A, "carrier": "yes"}, "carrier", 'expected true or false; got a string "yes"'),
+            ({"address": A, "carrier": 1}, "carrier", "expected true or false; got an integer 1"),
             ({"address": A, "interface": "eth1"}, "interface", "unknown key"),
         ]
         for config, path, expected in bad:

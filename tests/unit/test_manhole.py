@@ -8,7 +8,6 @@ for real; only the TCP connection is in memory, pumped by L{IOPump}.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any, Callable
 
 from twisted.conch.telnet import TelnetProtocol, TelnetTransport
@@ -29,17 +28,7 @@ from gatewayd.manhole import (
     ManholeService,
     checkPasswordFile,
 )
-
-
-def temporaryPath(testCase: SynchronousTestCase) -> FilePath[str]:
-    """
-    @return: a path that does not exist yet, in a fresh directory removed
-        after the test (unlike C{mktemp}, nothing is left in the working
-        directory when pytest runs the test).
-    """
-    base = FilePath(tempfile.mkdtemp(prefix="gatewayd-test-"))
-    testCase.addCleanup(base.remove)
-    return base.child("path")
+from tests.support import temporaryPath
 
 
 class _TelnetClient(TelnetProtocol):

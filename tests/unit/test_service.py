@@ -5,7 +5,6 @@ driven the way a LAN client drives it.
 
 from __future__ import annotations
 
-import tempfile
 from ipaddress import IPv4Interface
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from gatewayd.errors import ConfigError
 from gatewayd.interfaces import InterfaceState
 from gatewayd.service import makeGateway
 from tests.fakes import FakeNetlink, FakePacketInfoTransport
+from tests.support import temporaryPath
 
 CONFIG = """
 [gateway]
@@ -92,8 +92,7 @@ class GatewayTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.state = Path(tempfile.mkdtemp())
-        self.addCleanup(lambda: __import__("shutil").rmtree(self.state, ignore_errors=True))
+        self.state = Path(temporaryPath(self).path)
         self.reactor = ListeningReactor()
         self.netlink = FakeNetlink([LAN, ETH1])
         self.ssdp = FakePacketInfoTransport()
@@ -258,8 +257,8 @@ class ManholeWiringTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.state = Path(tempfile.mkdtemp())
-        self.addCleanup(lambda: __import__("shutil").rmtree(self.state, ignore_errors=True))
+        self.state = Path(temporaryPath(self).path)
+        self.state.mkdir()
         self.passwords = self.state / "manhole.passwd"
         self.passwords.write_text("admin:secret\n")
 

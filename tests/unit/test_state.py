@@ -5,7 +5,6 @@ Tests for L{gatewayd.state}: documents in state_dir and the UDN seed.
 from __future__ import annotations
 
 import os
-import tempfile
 import stat
 import uuid
 from typing import Any, Callable
@@ -27,18 +26,8 @@ from gatewayd.state import (
     udnSeed,
 )
 
-def temporaryPath(testCase: SynchronousTestCase) -> FilePath[str]:
-    """
-    @return: a path that does not exist yet, in a fresh directory removed
-        after the test (unlike C{mktemp}, nothing is left in the working
-        directory when pytest runs the test).
-    """
-    base = FilePath(tempfile.mkdtemp(prefix="gatewayd-test-"))
-    testCase.addCleanup(base.remove)
-    return base.child("path")
-
-
 SEED = uuid.UUID("5b0a1c9e-3d2f-4e8a-9c71-0f6b2d4e8a13")
+from tests.support import temporaryPath
 
 
 def listing(directory: FilePath[str]) -> list[str]:
