@@ -35,6 +35,9 @@ _CONNECTION_ERRORS = (
 #: The longest lease a control point may ask for (seconds).
 MAX_LEASE = 604800
 
+#: InternalPort 0 is answered with 732 WildCardNotPermittedInIntPort, not 601.
+_SELF_CHECKED = frozenset({"NewInternalPort"})
+
 _MAPPING_OUT = (
     OUT("NewInternalPort", "InternalPort"),
     OUT("NewInternalClient", "InternalClient"),
@@ -98,7 +101,7 @@ WANIPConnection = ServiceType(
             + _MAPPING_OUT,
         ),
         Action("GetSpecificPortMappingEntry", _MAPPING_IN[:3] + _MAPPING_OUT),
-        Action("AddPortMapping", _MAPPING_IN),
+        Action("AddPortMapping", _MAPPING_IN, checkedByService=_SELF_CHECKED),
         Action("DeletePortMapping", _MAPPING_IN[:3]),
         Action(
             "GetExternalIPAddress", (OUT("NewExternalIPAddress", "ExternalIPAddress"),)
@@ -129,6 +132,7 @@ WANIPConnection = ServiceType(
             "AddAnyPortMapping",
             _MAPPING_IN + (OUT("NewReservedPort", "ExternalPort"),),
             since=2,
+            checkedByService=_SELF_CHECKED,
         ),
     ),
     stateVariables=(

@@ -135,11 +135,15 @@ class Action:
     An action and its arguments in SOAP (and SCPD) order.
 
     @ivar since: the service version that introduced it.
+    @ivar checkedByService: in arguments whose allowed range or list the
+        service checks itself, to answer a more specific error than 601
+        (e.g. 732 for an InternalPort of 0).
     """
 
     name: str
     arguments: tuple[Argument, ...] = ()
     since: int = 1
+    checkedByService: frozenset[str] = frozenset()
 
     @property
     def inArguments(self) -> tuple[Argument, ...]:
