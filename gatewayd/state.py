@@ -189,14 +189,26 @@ class FileStateStore:
         @raise OSError: if it cannot be moved.
         """
         source = self._child(name)
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when))
-        for attempt in range(100):
-            suffix = f".{attempt}" if attempt else ""
-            aside = self.directory.child(f"{name}.corrupt-{stamp}{suffix}")
-            if not aside.exists():
-                os.rename(source.path, aside.path)
-                return aside
-        raise FileExistsError(f"too many {name}.corrupt-{stamp} files in {self.directory.path}")
+        aside = corruptName(self.directory, name, when)
+        os.rename(source.path, aside.path)
+        return aside
+
+
+def corruptName(directory: FilePath[str], name: str, when: float) -> FilePath[str]:
+    """
+    Where to move a damaged file C{name} aside: C{<name>.corrupt-<UTC time>},
+    with C{.1}, C{.2}, ... appended if that is taken.
+
+    @param when: the POSIX time to name it by.
+    @raise FileExistsError: if 100 names for that second are taken.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when))
+    for attempt in range(100):
+        suffix = f".{attempt}" if attempt else ""
+        aside = directory.child(f"{name}.corrupt-{stamp}{suffix}")
+        if not aside.exists():
+            return aside
+    raise FileExistsError(f"too many {name}.corrupt-{stamp} files in {directory.path}")
 
 
 def udnSeed(
