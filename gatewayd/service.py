@@ -13,118 +13,149 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, Sequence
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
-from gatewayd.config import Config, WANConfig
+from gatewayd.config import Config, UPnPConfig, WANConfig
+from gatewayd.connection import WANConnection
+from gatewayd.igd.access import AccessPolicy
 from gatewayd.igd.device import WANParts, buildDevice, connectionDeviceUDN
-from gatewayd.igd.l3forwarding import Layer3ForwardingService
-from gatewayd.igd.types import WANIPConnection
+from gatewayd.igd.l3forwarding import Layer3ForwardingService, WANConnectionRef
+from gatewayd.igd.mappings import WANMappings
+from gatewayd.igd.portmap import PortMapping
 from gatewayd.igd.wancommon import WANCommonInterfaceConfigService
 from gatewayd.igd.wanipconnection import WANIPConnectionService
-from gatewayd.interfaces import ILink, INetlink, InterfaceState, LANAddress, LinkContext, LinkStatus
+from gatewayd.interfaces import ILink, INetlink, InterfaceState, LANAddress, LinkContext
 from gatewayd.link.sysfs import linkSpeed
 
 
 class WANService(MultiService):
     """
-    One WAN: its link, and the state its UPnP services report.
-
-    The link is brought up at start (an always-on connection). Until the
-    connection state machine arrives, ConnectionStatus follows the link:
-    C{Connected} while it has carrier and an address, else C{Disconnected}.
+    One WAN: its link, its connection state machine, its port mappings and
+    the UPnP services that show them.
 
     @ivar config: this WAN's configuration.
     @ivar link: its L{ILink}.
+    @ivar connection: its L{WANConnection}.
+    @ivar mappings: its L{WANMappings}.
     """
 
     log = Logger()
 
-    def __init__(self, config: WANConfig, link: ILink, clock: Any) -> None:
+    def __init__(
+        self,
+        config: WANConfig,
+        link: ILink,
+        clock: Any,
+        *,
+        nat: Any,
+        journal: Any,
+        policy: AccessPolicy,
+        upnp: UPnPConfig,
+        netlink: Any = None,
+        connectionDevice: str | None = None,
+    ) -> None:
         super().__init__()
         self.setName(f"wan:{config.name}")
         self.wanName = config.name
         self.config = config
         self.link = link
         self._clock = clock
+        self._nat = nat
         link.setName("link")
         link.setServiceParent(self)
-        self._connectedAt: float | None = None
         self._unobserve: Callable[[], None] | None = None
-        self.ipConnection = WANIPConnectionService(self)
-        self.commonInterface = WANCommonInterfaceConfigService(self)
+        counters = None
+        idle = None
+        if netlink is not None and hasattr(netlink, "statistics"):
+            counters = lambda: netlink.statistics(config.interface)  # noqa: E731
+            idle = lambda: counters().addCallback(  # noqa: E731
+                lambda s: s["rx_packets"] + s["tx_packets"]
+            )
+        self.connection = WANConnection(
+            link, clock, lambda: self.commonInterface.enabledForInternet, idleCounter=idle
+        )
+        self.commonInterface = WANCommonInterfaceConfigService(
+            self, connection=self.connection, counters=counters, connectionDevice=connectionDevice
+        )
+        self.mappings = WANMappings(
+            config.name, config.interface, clock, nat, journal, capacity=upnp.maxMappings
+        )
+        self.ipConnection = WANIPConnectionService(
+            self.connection, self.mappings, policy, clock, upnp.maxLease
+        )
+
+    def staticMappings(self) -> list[PortMapping]:
+        """
+        @return: the configuration's out-of-band mappings of this WAN.
+        """
+        return [
+            PortMapping(
+                remoteHost=m.remoteHost,
+                externalPort=m.externalPort,
+                protocol=m.protocol,
+                internalPort=m.internalPort,
+                internalClient=str(m.internalClient),
+                description=m.description,
+                static=True,
+            )
+            for m in self.config.staticMappings
+        ]
 
     def startService(self) -> None:
         super().startService()
-        self._unobserve = self.link.addObserver(self._linkChanged)
-        self._linkChanged(self.link.status)
-        d = Deferred.fromCoroutine(self._connect())
-        d.addErrback(lambda f: self.log.failure("WAN {wan}: bringing the link up failed", f, wan=self.wanName))
+        self._unobserve = self.link.addObserver(lambda status: self.commonInterface.linkStatusChanged())
+        self.connection.start()
+        d = self._installMappings()
+        d.addErrback(
+            lambda f: self.log.failure("WAN {wan}: installing port mappings in the kernel failed", f, wan=self.wanName)
+        )
 
-    async def _connect(self) -> None:
-        await self.link.connect()
+    def _installMappings(self) -> Deferred[None]:
+        """
+        Make the kernel hold exactly this WAN's mappings (after a restart it
+        may hold some, none, or stale ones).
+        """
+        wanted = {m.key: m for m in self.mappings.installed()}
+        present = {m.key: m for m in self._nat.mappings(self.wanName)}
+        add = [m for k, m in wanted.items() if present.get(k) != m]
+        remove = [m for k, m in present.items() if wanted.get(k) != m]
+        if not add and not remove:
+            return succeed(None)
+        return self._nat.apply(add, remove)
 
     def stopService(self) -> Any:
         if self._unobserve is not None:
             self._unobserve()
             self._unobserve = None
+        self.mappings.stop()
+        self.connection.stop()
         return super().stopService()
 
-    def _linkChanged(self, status: LinkStatus) -> None:
-        wasConnected = self._connectedAt is not None
-        if status.usable and not wasConnected:
-            self._connectedAt = self._clock.seconds()
-            self.log.info(
-                "WAN {wan} ({interface}) connected: external address {address}",
-                wan=self.wanName,
-                interface=self.config.interface,
-                address=str(status.address.ip) if status.address else "",
-            )
-        elif not status.usable and wasConnected:
-            self._connectedAt = None
-            self.log.warn(
-                "WAN {wan} ({interface}) disconnected: {why}",
-                wan=self.wanName,
-                interface=self.config.interface,
-                why=self.lastConnectionError,
-            )
-
     # WANState, read by the IGD services.
-
-    @property
-    def connectionStatus(self) -> str:
-        return "Connected" if self.link.status.usable else "Disconnected"
-
-    @property
-    def lastConnectionError(self) -> str:
-        status = self.link.status
-        if status.usable:
-            return "ERROR_NONE"
-        if not status.carrier:
-            return "ERROR_NO_CARRIER"
-        return "ERROR_IP_CONFIGURATION"
-
-    @property
-    def externalIPAddress(self) -> str:
-        status = self.link.status
-        return str(status.address.ip) if status.usable and status.address else ""
 
     @property
     def carrier(self) -> bool:
         return bool(self.link.status.carrier)
 
-    @property
-    def portMappingNumberOfEntries(self) -> int:
-        return 0
-
-    def uptime(self) -> int:
-        if self._connectedAt is None:
-            return 0
-        return max(0, int(self._clock.seconds() - self._connectedAt))
-
     def linkSpeed(self) -> int:
         return linkSpeed(self.config.interface)
+
+
+class JournalService(Service):
+    """
+    Closes the journal when the daemon stops (after the WANs: it is their
+    sibling before them).
+    """
+
+    def __init__(self, journal: Any) -> None:
+        self.setName("journal")
+        self.journal = journal
+
+    def stopService(self) -> Any:
+        super().stopService()
+        return self.journal.close()
 
 
 class LANWatcher(Service):
@@ -201,6 +232,7 @@ class GatewayService(MultiService):
         self.reactor = reactor
         self.wans: dict[str, WANService] = {}
         self.device: Any = None
+        self.layer3Forwarding: Any = None
 
     def namespace(self) -> dict[str, object]:
         """
@@ -231,6 +263,7 @@ def makeGateway(
     nat: Any = None,
     ssdpPort: int = 1900,
     ssdpListen: Callable[[Any], Any] | None = None,
+    runner: Any = None,
 ) -> GatewayService:
     """
     Build the whole tree from a configuration; nothing runs until it is
@@ -241,6 +274,8 @@ def makeGateway(
     @param nat: the L{INATBackend}; from C{config.gateway.nat} by default.
     @param ssdpPort: the SSDP port (tests use another one).
     @param ssdpListen: makes SSDP's transport (tests pass a fake).
+    @param runner: runs blocking disk writes; in a thread by default (tests
+        run them at once).
     """
     from gatewayd import config as configModule
     from gatewayd.state import FileStateStore, threadRunner, udnSeed
@@ -250,7 +285,9 @@ def makeGateway(
 
     gateway = GatewayService(config, reactor)
     stateDir = FilePath(config.gateway.stateDir)
-    store = FileStateStore(stateDir, threadRunner(reactor))
+    if runner is None:
+        runner = threadRunner(reactor)
+    store = FileStateStore(stateDir, runner)
     seed = udnSeed(store)
 
     if nat is None:
@@ -266,6 +303,18 @@ def makeGateway(
         netlink.setName("netlink")  # type: ignore[attr-defined]
         netlink.setServiceParent(gateway)  # type: ignore[attr-defined]
 
+    from gatewayd.journal import Journal
+
+    journal = Journal(stateDir, "mappings", reactor, runner)
+    records = journal.load()
+    JournalService(journal).setServiceParent(gateway)
+    reserved = {("UDP", 1900)}
+    if config.lan.httpPort:
+        reserved.add(("TCP", config.lan.httpPort))
+    if config.manhole.port:
+        reserved.add(("TCP", config.manhole.port))
+    policy = AccessPolicy(config.upnp, frozenset(reserved))
+
     types = configModule.linkTypes() if linkTypes is None else linkTypes
     for wanConfig in config.wans:
         link = types[wanConfig.link.type].buildLink(
@@ -278,23 +327,38 @@ def makeGateway(
                 stateDir=stateDir,
             )
         )
-        wan = WANService(wanConfig, link, reactor)
+        wan = WANService(
+            wanConfig,
+            link,
+            reactor,
+            nat=nat,
+            journal=journal,
+            policy=policy,
+            upnp=config.upnp,
+            netlink=netlink,
+            connectionDevice=connectionDeviceUDN(seed, wanConfig.name),
+        )
+        wan.mappings.restore(records, wan.staticMappings())
         wan.setServiceParent(gateway)
         gateway.wans[wanConfig.name] = wan
+    _forgetRemovedWANs(journal, records, set(gateway.wans))
 
-    def activeConnection() -> str:
-        ordered = preferredOrder(gateway.wans)
-        active = next((w for w in ordered if w.connectionStatus == "Connected"), ordered[0])
-        return (
-            f"{connectionDeviceUDN(seed, active.wanName)}:WANConnectionDevice:2,"
-            f"{WANIPConnection.serviceIdURN}"
-        )
+    def connections() -> list[WANConnectionRef]:
+        return [
+            WANConnectionRef(
+                w.wanName,
+                connectionDeviceUDN(seed, w.wanName),
+                w.connection.status in ("Connected", "PendingDisconnect"),
+            )
+            for w in preferredOrder(gateway.wans)
+        ]
 
+    gateway.layer3Forwarding = Layer3ForwardingService(connections, policy)
     gateway.device = buildDevice(
         seed,
         config.upnp.friendlyName,
         [WANParts(w.wanName, w.ipConnection, w.commonInterface) for w in preferredOrder(gateway.wans)],
-        Layer3ForwardingService(activeConnection),
+        gateway.layer3Forwarding,
     )
     configId = configIdOf(gateway.device)
 
@@ -328,6 +392,19 @@ def makeGateway(
         manhole.setName("manhole")
         manhole.setServiceParent(gateway)
     return gateway
+
+
+def _forgetRemovedWANs(journal: Any, records: Mapping[str, object], wans: set[str]) -> None:
+    """
+    Delete the saved mappings of WANs no longer in the configuration: a WAN
+    removed from it takes its mappings with it.
+    """
+    log = Logger()
+    gone = sorted(k for k in records if k.split("/", 1)[0] not in wans)
+    for name in sorted({k.split("/", 1)[0] for k in gone}):
+        log.info("Forgetting the saved port mappings of WAN {wan}: it is no longer configured", wan=name)
+    for key in gone:
+        journal.delete(key).addErrback(lambda f: log.failure("Forgetting {key}", f, key=key))
 
 
 def _natBackend(config: Config) -> Any:

@@ -116,6 +116,23 @@ class AccessPolicy:
                 return rule.allow
         return False
 
+    def anyExternalPortAllowed(self, internalClient: str, internalPort: int) -> bool:
+        """
+        @return: whether some external port may be mapped to
+            C{internalClient:internalPort}: the first rule that matches the
+            client and internal port for some external port allows it.
+        """
+        client = _address(internalClient)
+        if client is None:
+            return False
+        for rule in self._config.rules:
+            if client in rule.clients and rule.internalPorts[0] <= internalPort <= rule.internalPorts[1]:
+                if rule.allow:
+                    return True
+                if rule.externalPorts == (0, 65535):
+                    return False
+        return False
+
     def checkMapping(
         self, requester: str, externalPort: int, internalClient: str, internalPort: int
     ) -> None:

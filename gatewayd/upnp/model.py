@@ -81,7 +81,17 @@ def formatValue(dataType: str, value: Any) -> str:
         if low == 0:
             return str(value % (high + 1))
         return str(max(low, min(high, value)))
-    return str(value)
+    return value if isinstance(value, str) else str(value)
+
+
+class XMLDocument(str):
+    """
+    A string argument that holds an XML document (A_ARG_TYPE_PortListing).
+
+    It travels as a CDATA section: miniupnpc's parser does not decode
+    entities, so an entity-escaped listing reaches it as no listing at all.
+    A document containing C{]]>} cannot be CDATA and is escaped instead.
+    """
 
 
 @dataclass(frozen=True)

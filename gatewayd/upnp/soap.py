@@ -41,7 +41,15 @@ from gatewayd.errors import (
     UPnPError,
 )
 from gatewayd.upnp.description import implementedType
-from gatewayd.upnp.model import UPNP_ORG, Action, Service, ServiceType, formatValue, parseValue
+from gatewayd.upnp.model import (
+    UPNP_ORG,
+    Action,
+    Service,
+    ServiceType,
+    XMLDocument,
+    formatValue,
+    parseValue,
+)
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP_ENCODING = "http://schemas.xmlsoap.org/soap/encoding/"
@@ -189,7 +197,16 @@ def actionResponse(serviceURN: str, action: str, out: Mapping[str, str]) -> byte
         C{serviceURN}, out arguments unqualified in the given order.
     """
     U = ElementMaker(namespace=serviceURN, nsmap={"u": serviceURN})
-    return _envelope(U(action + "Response", *(PLAIN(k, v) for k, v in out.items())))
+    return _envelope(U(action + "Response", *(_argument(k, v) for k, v in out.items())))
+
+
+def _argument(name: str, value: str) -> Any:
+    element = PLAIN(name)
+    if isinstance(value, XMLDocument) and "]]>" not in value:
+        element.text = etree.CDATA(value)
+    else:
+        element.text = value
+    return element
 
 
 def faultBody(error: UPnPError) -> bytes:

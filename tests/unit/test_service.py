@@ -119,7 +119,7 @@ class GatewayTests(SynchronousTestCase):
         """
         names = [s.name for s in self.gateway]
         self.assertEqual(
-            names, ["nat", "wan:backup", "wan:fibre", "http", "ssdp", "lan"]
+            names, ["nat", "journal", "wan:backup", "wan:fibre", "http", "ssdp", "lan"]
         )
         self.assertEqual(list(self.gateway.wans), ["backup", "fibre"])
 
