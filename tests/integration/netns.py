@@ -66,9 +66,11 @@ class Namespace:
 @dataclass
 class Lab:
     """
-    Three namespaces::
+    Four namespaces::
 
-        lan (host0 192.168.77.10/24) -- (lan0 192.168.77.1/24) gw (wan0 203.0.114.2/24) -- (isp0 203.0.114.1/24) isp
+        lan  (host0 192.168.77.10/24) --+
+                                        +-- (bridge lan0 192.168.77.1/24) gw (wan0 203.0.114.2/24) -- (isp0 203.0.114.1/24) isp
+        lan2 (host0 192.168.77.11/24) --+
 
     The ISP routes 192.168.77.0/24 via the gateway, so it can try to reach
     the LAN address through the WAN.
@@ -77,25 +79,32 @@ class Lab:
     prefix: str = field(default_factory=lambda: "gwdt" + secrets.token_hex(3))
     lanAddress: str = "192.168.77.1"
     hostAddress: str = "192.168.77.10"
+    host2Address: str = "192.168.77.11"
     wanAddress: str = "203.0.114.2"
     ispAddress: str = "203.0.114.1"
 
     def __post_init__(self) -> None:
         self.lan = Namespace(self.prefix + "-lan")
+        self.lan2 = Namespace(self.prefix + "-lan2")
         self.gw = Namespace(self.prefix + "-gw")
         self.isp = Namespace(self.prefix + "-isp")
+        self.namespaces = (self.lan, self.lan2, self.gw, self.isp)
         self._processes: list[subprocess.Popen[bytes]] = []
 
     def up(self) -> None:
-        for ns in (self.lan, self.gw, self.isp):
+        for ns in self.namespaces:
             run("ip", "netns", "add", ns.name)
             ns.ip("link", "set", "lo", "up")
-        run("ip", "link", "add", "host0", "netns", self.lan.name, "type", "veth", "peer", "lan0", "netns", self.gw.name)
+        self.gw.ip("link", "add", "lan0", "type", "bridge", "mcast_snooping", "0")
+        for i, (ns, address) in enumerate([(self.lan, self.hostAddress), (self.lan2, self.host2Address)]):
+            run("ip", "link", "add", "host0", "netns", ns.name, "type", "veth", "peer", f"port{i}", "netns", self.gw.name)
+            self.gw.ip("link", "set", f"port{i}", "master", "lan0")
+            self.gw.ip("link", "set", f"port{i}", "up")
+            ns.ip("addr", "add", address + "/24", "dev", "host0")
+            ns.ip("link", "set", "host0", "up")
+            ns.ip("route", "add", "default", "via", self.lanAddress)
+            ns.ip("route", "add", "224.0.0.0/4", "dev", "host0")
         run("ip", "link", "add", "wan0", "netns", self.gw.name, "type", "veth", "peer", "isp0", "netns", self.isp.name)
-        self.lan.ip("addr", "add", self.hostAddress + "/24", "dev", "host0")
-        self.lan.ip("link", "set", "host0", "up")
-        self.lan.ip("route", "add", "default", "via", self.lanAddress)
-        self.lan.ip("route", "add", "224.0.0.0/4", "dev", "host0")
         self.gw.ip("addr", "add", self.lanAddress + "/24", "dev", "lan0")
         self.gw.ip("link", "set", "lan0", "up")
         self.gw.ip("addr", "add", self.wanAddress + "/24", "dev", "wan0")
@@ -105,7 +114,7 @@ class Lab:
         self.isp.ip("link", "set", "isp0", "up")
         self.isp.ip("route", "add", "192.168.77.0/24", "via", self.wanAddress)
         self.isp.ip("route", "add", "224.0.0.0/4", "dev", "isp0")
-        for ns in (self.lan, self.gw, self.isp):
+        for ns in self.namespaces:
             ns.run("sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
 
     def down(self) -> None:
@@ -113,7 +122,7 @@ class Lab:
             if process.poll() is None:
                 process.kill()
                 process.wait(timeout=10)
-        for ns in (self.lan, self.gw, self.isp):
+        for ns in self.namespaces:
             pids = run("ip", "netns", "pids", ns.name, check=False).stdout.split()
             for pid in pids:
                 try:
