@@ -1,0 +1,1 @@
+WANIPConnection:2 is complete: all 21 actions with the spec's errors, per-WAN port mapping tables with leases that survive restarts, secure mode, admin hosts and permission rules, the connection state machine, WANCommonInterfaceConfig counters and Layer3Forwarding.
