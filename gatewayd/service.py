@@ -23,7 +23,7 @@ from gatewayd.igd.access import AccessPolicy
 from gatewayd.igd.device import WANParts, buildDevice, connectionDeviceUDN
 from gatewayd.igd.l3forwarding import Layer3ForwardingService, WANConnectionRef
 from gatewayd.igd.mappings import WANMappings
-from gatewayd.igd.portmap import PortMapping
+from gatewayd.igd.portmap import PortMapping, fromConfig
 from gatewayd.igd.wancommon import WANCommonInterfaceConfigService
 from gatewayd.igd.wanipconnection import WANIPConnectionService
 from gatewayd.interfaces import ILink, INetlink, InterfaceState, LANAddress, LinkContext
@@ -90,18 +90,7 @@ class WANService(MultiService):
         """
         @return: the configuration's out-of-band mappings of this WAN.
         """
-        return [
-            PortMapping(
-                remoteHost=m.remoteHost,
-                externalPort=m.externalPort,
-                protocol=m.protocol,
-                internalPort=m.internalPort,
-                internalClient=str(m.internalClient),
-                description=m.description,
-                static=True,
-            )
-            for m in self.config.staticMappings
-        ]
+        return [fromConfig(m) for m in self.config.staticMappings]
 
     def startService(self) -> None:
         super().startService()
