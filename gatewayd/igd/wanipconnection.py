@@ -328,10 +328,13 @@ class WANIPConnectionService:
         the gateway itself or the rules) another free port is reserved and
         returned. ExternalPort 0 means "any port" (as miniupnpd reads it).
         """
+        # ExternalPort 0 asks for any port: start the search at the
+        # internal port (at least 1024), as a mapping cannot hold port 0.
+        wanted = NewExternalPort or max(NewInternalPort, 1024)
         mapping = self._newMapping(
             requester,
             NewRemoteHost,
-            NewExternalPort,
+            wanted,
             NewProtocol,
             NewInternalPort,
             NewInternalClient,
@@ -345,7 +348,6 @@ class WANIPConnectionService:
             raise ActionNotAuthorized(f"no rule allows mapping to {client}:{internal}")
         table = self.mappings.table
         existing = table.get(mapping.key)
-        wanted = mapping.externalPort or max(internal, 1024)
 
         def usable(port: int) -> bool:
             return self.policy.externalPortUsable(protocol, port, client, internal)
