@@ -342,7 +342,7 @@ def makeGateway(
             for w in preferredOrder(gateway.wans)
         ]
 
-    gateway.layer3Forwarding = Layer3ForwardingService(connections, policy)
+    gateway.layer3Forwarding = Layer3ForwardingService(connections)
     gateway.device = buildDevice(
         seed,
         config.upnp.friendlyName,
@@ -351,7 +351,7 @@ def makeGateway(
     )
     configId = configIdOf(gateway.device)
 
-    site = makeSite(gateway.device, LANPolicy(), reactor)
+    site = makeSite(gateway.device, LANPolicy(), reactor, authorize=policy.checkAction)
     http = LANHTTPService(reactor, site, config.lan.httpPort)
     http.setName("http")
     http.setServiceParent(gateway)

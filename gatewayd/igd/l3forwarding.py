@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from gatewayd.errors import InvalidConnServiceSelection, InvalidDeviceUUID, InvalidServiceID
-from gatewayd.igd.access import AccessPolicy
 from gatewayd.igd.types import WANIPConnection
 
 
@@ -39,15 +38,12 @@ class Layer3ForwardingService:
         or L{None}.
     """
 
-    def __init__(
-        self, connections: Callable[[], Sequence[WANConnectionRef]], policy: AccessPolicy
-    ) -> None:
+    def __init__(self, connections: Callable[[], Sequence[WANConnectionRef]]) -> None:
         """
         @param connections: the WANs' connections, preferred (by priority)
             first.
         """
         self._connections = connections
-        self.policy = policy
         self.preferred: str | None = None
 
     def active(self) -> WANConnectionRef:
@@ -62,18 +58,16 @@ class Layer3ForwardingService:
         return (chosen or connected or connections)[0]
 
     def GetDefaultConnectionService(self, requester: Any) -> dict[str, object]:
-        self.policy.checkAction("Layer3Forwarding", "GetDefaultConnectionService", requester.address)
         return {"NewDefaultConnectionService": self.active().name}
 
     def SetDefaultConnectionService(
         self, requester: Any, NewDefaultConnectionService: str
     ) -> dict[str, object]:
         """
-        Prefer the named WAN (Admin only): 720 for a device that is not one
+        Prefer the named WAN (an Admin action, see L{gatewayd.igd.access}): 720 for a device that is not one
         of our WANConnectionDevices, 721 for a service that is not its
         WANIPConnection, 723 for a WAN that is not connected.
         """
-        self.policy.checkAction("Layer3Forwarding", "SetDefaultConnectionService", requester.address)
         device, comma, service = NewDefaultConnectionService.strip().partition(",")
         udn = device.rsplit(":WANConnectionDevice:", 1)[0]
         matches = [c for c in self._connections() if c.device.lower() == udn.lower()]

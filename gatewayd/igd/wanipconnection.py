@@ -9,7 +9,6 @@ machine, the WAN's mappings and the access policy are handed in.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import replace
 from ipaddress import IPv4Address
 from typing import Any, Callable, Protocol
@@ -67,19 +66,6 @@ class WANState(Protocol):
         """The link's speed in bit/s, 0 when the kernel does not know it."""
 
 
-def _authorized(method: Callable[..., Any]) -> Callable[..., Any]:
-    """
-    Check the requester's role for the action before running it.
-    """
-
-    @functools.wraps(method)
-    def check(self: "WANIPConnectionService", requester: Any, **arguments: Any) -> Any:
-        self.policy.checkAction("WANIPConnection", method.__name__, requester.address)
-        return method(self, requester, **arguments)
-
-    return check
-
-
 def _ipv4(value: str) -> bool:
     try:
         IPv4Address(value)
@@ -126,49 +112,40 @@ class WANIPConnectionService:
 
     # Connection control (section 6).
 
-    @_authorized
     def SetConnectionType(self, requester: Any, NewConnectionType: str) -> dict[str, object]:
         self.connection.setConnectionType(NewConnectionType)
         return {}
 
-    @_authorized
     def GetConnectionTypeInfo(self, requester: Any) -> dict[str, object]:
         return {
             "NewConnectionType": self.connection.connectionType,
             "NewPossibleConnectionTypes": self.connection.possibleConnectionTypes,
         }
 
-    @_authorized
     def RequestConnection(self, requester: Any) -> dict[str, object]:
         self.connection.requestConnection()
         return {}
 
-    @_authorized
     def RequestTermination(self, requester: Any) -> dict[str, object]:
         self.connection.requestTermination()
         return {}
 
-    @_authorized
     def ForceTermination(self, requester: Any) -> dict[str, object]:
         self.connection.forceTermination()
         return {}
 
-    @_authorized
     def SetAutoDisconnectTime(self, requester: Any, NewAutoDisconnectTime: int) -> dict[str, object]:
         self.connection.setAutoDisconnectTime(NewAutoDisconnectTime)
         return {}
 
-    @_authorized
     def SetIdleDisconnectTime(self, requester: Any, NewIdleDisconnectTime: int) -> dict[str, object]:
         self.connection.setIdleDisconnectTime(NewIdleDisconnectTime)
         return {}
 
-    @_authorized
     def SetWarnDisconnectDelay(self, requester: Any, NewWarnDisconnectDelay: int) -> dict[str, object]:
         self.connection.setWarnDisconnectDelay(NewWarnDisconnectDelay)
         return {}
 
-    @_authorized
     def GetStatusInfo(self, requester: Any) -> dict[str, object]:
         return {
             "NewConnectionStatus": self.connection.status,
@@ -176,23 +153,18 @@ class WANIPConnectionService:
             "NewUptime": self.connection.uptime(),
         }
 
-    @_authorized
     def GetAutoDisconnectTime(self, requester: Any) -> dict[str, object]:
         return {"NewAutoDisconnectTime": self.connection.autoDisconnectTime}
 
-    @_authorized
     def GetIdleDisconnectTime(self, requester: Any) -> dict[str, object]:
         return {"NewIdleDisconnectTime": self.connection.idleDisconnectTime}
 
-    @_authorized
     def GetWarnDisconnectDelay(self, requester: Any) -> dict[str, object]:
         return {"NewWarnDisconnectDelay": self.connection.warnDisconnectDelay}
 
-    @_authorized
     def GetNATRSIPStatus(self, requester: Any) -> dict[str, object]:
         return {"NewRSIPAvailable": False, "NewNATEnabled": True}
 
-    @_authorized
     def GetExternalIPAddress(self, requester: Any) -> dict[str, object]:
         return {"NewExternalIPAddress": self.connection.externalIPAddress}
 
@@ -207,7 +179,6 @@ class WANIPConnectionService:
             "NewLeaseDuration": mapping.remaining(self._clock.seconds()),
         }
 
-    @_authorized
     def GetGenericPortMappingEntry(self, requester: Any, NewPortMappingIndex: int) -> dict[str, object]:
         mapping = self.mappings.table.byIndex(NewPortMappingIndex)
         return {
@@ -217,7 +188,6 @@ class WANIPConnectionService:
             **self._entry(mapping),
         }
 
-    @_authorized
     def GetSpecificPortMappingEntry(
         self, requester: Any, NewRemoteHost: str, NewExternalPort: int, NewProtocol: str
     ) -> dict[str, object]:
@@ -277,7 +247,6 @@ class WANIPConnectionService:
             expiresAt=self._clock.seconds() + granted,
         )
 
-    @_authorized
     async def AddPortMapping(
         self,
         requester: Any,
@@ -310,7 +279,6 @@ class WANIPConnectionService:
         await self.mappings.commit(self.mappings.table.planAdd(mapping))
         return {}
 
-    @_authorized
     async def AddAnyPortMapping(
         self,
         requester: Any,
@@ -363,7 +331,6 @@ class WANIPConnectionService:
     def _deletable(self, requester: Any, mapping: PortMapping) -> bool:
         return not mapping.static and self.policy.manages(requester.address, mapping.internalClient)
 
-    @_authorized
     async def DeletePortMapping(
         self, requester: Any, NewRemoteHost: str, NewExternalPort: int, NewProtocol: str
     ) -> dict[str, object]:
@@ -387,7 +354,6 @@ class WANIPConnectionService:
             return self._deletable(requester, mapping)
         return not mapping.static and mapping.internalClient == requester.address
 
-    @_authorized
     async def DeletePortMappingRange(
         self, requester: Any, NewStartPort: int, NewEndPort: int, NewProtocol: str, NewManage: bool
     ) -> dict[str, object]:
@@ -403,7 +369,6 @@ class WANIPConnectionService:
         await self.mappings.commit(self.mappings.table.planRemove(keys))
         return {}
 
-    @_authorized
     def GetListOfPortMappings(
         self,
         requester: Any,

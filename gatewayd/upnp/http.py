@@ -462,6 +462,7 @@ class PathTable(Resource):
 def resourceTree(
     root: model.Device,
     eventResource: Callable[[model.Service], IResource] = NotYetEvented,
+    authorize: Callable[[str, str, str], None] | None = None,
 ) -> PathTable:
     """
     Build the resource tree of C{root}; every document is rendered here,
@@ -483,7 +484,7 @@ def resourceTree(
         for path in (service.controlPath, service.eventPath):
             if path in paths:
                 raise ValueError(f"{path} is used twice in the device tree")
-        paths[service.controlPath] = ControlResource(service)
+        paths[service.controlPath] = ControlResource(service, authorize)
         paths[service.eventPath] = eventResource(service)
     return PathTable(paths, Presentation(root))
 
@@ -497,6 +498,7 @@ def makeSite(
     requestTimeout: float = 30.0,
     idleTimeout: float = 60.0,
     eventResource: Callable[[model.Service], IResource] = NotYetEvented,
+    authorize: Callable[[str, str, str], None] | None = None,
 ) -> LANSite:
     """
     The HTTP site serving C{root} to the LAN.
@@ -507,9 +509,15 @@ def makeSite(
     @param bodyLimit: the largest request body (413 beyond).
     @param requestTimeout: seconds a whole request may take to arrive.
     @param idleTimeout: seconds an idle connection is kept.
+    @param authorize: checks each action's requester (see L{ControlResource}).
     """
     return LANSite(
-        resourceTree(root, eventResource), lan, reactor, bodyLimit, requestTimeout, idleTimeout
+        resourceTree(root, eventResource, authorize),
+        lan,
+        reactor,
+        bodyLimit,
+        requestTimeout,
+        idleTimeout,
     )
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from lxml import etree
 from lxml.builder import ElementMaker
@@ -331,9 +331,17 @@ class ControlResource(Resource):
     allowedMethods = (b"POST",)
     log = Logger()
 
-    def __init__(self, service: Service) -> None:
+    def __init__(
+        self, service: Service, authorize: Callable[[str, str, str], None] | None = None
+    ) -> None:
+        """
+        @param authorize: called as C{authorize(serviceTypeName, action,
+            requesterAddress)} once the arguments are checked, before the
+            action runs; it raises (e.g. 606) to refuse.
+        """
         super().__init__()
         self._service = service
+        self._authorize = authorize
 
     def render_GET(self, request: IRequest) -> bytes:
         """
@@ -376,6 +384,8 @@ class ControlResource(Resource):
             raise InvalidAction(f"{actionName} is not an action of {serviceURN}")
         element = self._actionElement(body, serviceURN, actionName)
         inArguments = checkArguments(serviceType, action, _arguments(element))
+        if self._authorize is not None:
+            self._authorize(self._service.type.name, actionName, requester.address)
         method = getattr(self._service.implementation, actionName)
         self.log.debug("{action} from {address}", action=actionName, address=requester.address)
         result = await maybeDeferred(method, requester, **inArguments)

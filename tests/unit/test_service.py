@@ -106,8 +106,9 @@ class GatewayTests(SynchronousTestCase):
 
     def http(self, raw: bytes, peer: str = "192.168.1.20") -> bytes:
         site = self.reactor.tcpServers[0][1]
-        channel = site.buildProtocol(IPv4Address("TCP", peer, 40000))
-        transport = StringTransport()
+        address = IPv4Address("TCP", peer, 40000)
+        channel = site.buildProtocol(address)
+        transport = StringTransport(peerAddress=address)
         channel.makeConnection(transport)
         channel.dataReceived(raw)
         return transport.value()

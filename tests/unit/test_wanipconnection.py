@@ -1030,12 +1030,6 @@ class ConnectionActionTests(GatewayHarness):
         )
         self.assertEqual(self.ok("GetStatusInfo", path=BACKUP)["NewConnectionStatus"], "Connected")
 
-    test_enabledForInternetPublic.skip = (  # type: ignore[attr-defined]
-        "Known bug, outside this change's files: WANCommonInterfaceConfigService."
-        "SetEnabledForInternet never consults AccessPolicy (ROLES says Admin), so any LAN "
-        "host can take a WAN down; needs the policy handed in by gatewayd/service.py"
-    )
-
 
 class Layer3ForwardingTests(GatewayHarness):
     """
