@@ -99,16 +99,7 @@ class WANMappings:
         self.systemUpdateID = 1
 
     def nat(self, mapping: PortMapping) -> NATMapping:
-        return NATMapping(
-            wan=self.wan,
-            interface=self.interface,
-            protocol=mapping.protocol,
-            externalPort=mapping.externalPort,
-            remoteHost=mapping.remoteHost,
-            internalClient=mapping.internalClient,
-            internalPort=mapping.internalPort,
-            enabled=mapping.enabled,
-        )
+        return mapping.natMapping(self.wan, self.interface)
 
     def restore(self, records: dict[str, Any], static: Iterable[PortMapping]) -> None:
         """
