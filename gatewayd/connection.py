@@ -83,6 +83,7 @@ from gatewayd.errors import (
     UPnPError,
 )
 from gatewayd.interfaces import ILink, LinkStatus
+from gatewayd.observers import Observers
 
 #: The only connection type a gatewayd WAN has.
 IP_ROUTED = "IP_Routed"
@@ -192,7 +193,7 @@ class _Core:
         self.idleCounter = idleCounter
         self.controllable = bool(link.controllable)
         self.machine: ConnectionInputs
-        self.observers: list[Observer] = []
+        self.observers: Observers[[str, object]] = Observers(f"the connection of {link.interface}")
         self.status = "Unconfigured"
         self.externalIPAddress = ""
         self.lastConnectionError = ERROR_NONE
@@ -224,16 +225,7 @@ class _Core:
             self.externalIPAddress = address
             changes.append(("ExternalIPAddress", address))
         for name, value in changes:
-            for observer in list(self.observers):
-                try:
-                    observer(name, value)
-                except Exception:
-                    self.log.failure(
-                        "Observer {observer!r} of {interface} failed on {name}",
-                        observer=observer,
-                        interface=self.link.interface,
-                        name=name,
-                    )
+            self.observers.notify(name, value)
 
     # Timers.
 
@@ -730,13 +722,7 @@ class WANConnection:
 
         @return: a callable that removes the observer.
         """
-        self._core.observers.append(observer)
-
-        def remove() -> None:
-            if observer in self._core.observers:
-                self._core.observers.remove(observer)
-
-        return remove
+        return self._core.observers.add(observer)
 
     # The WAN service's calls.
 

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from gatewayd.errors import ActionFailed
 from gatewayd.igd.portmap import Change, Key, PortMapping, PortMappingTable
 from gatewayd.interfaces import INATBackend, NATMapping
+from gatewayd.observers import Observers
 
 #: The journal record of a WAN's SystemUpdateID.
 _UPDATE_ID = "system-update-id"
@@ -87,14 +88,13 @@ class WANMappings:
         journal: Any,
         *,
         capacity: int,
-        changed: Callable[[], None] = lambda: None,
     ) -> None:
         self.wan = wan
         self.interface = interface
         self._clock = clock
         self._nat = nat
         self._journal = journal
-        self._changed = changed
+        self._observers: Observers[[]] = Observers(f"the port mappings of WAN {wan}")
         self.table = PortMappingTable(wan, clock, capacity=capacity, expired=self._expired)
         self.systemUpdateID = 1
 
@@ -189,11 +189,17 @@ class WANMappings:
         writes.append(self._journal.put(f"{self.wan}/{_UPDATE_ID}", self.systemUpdateID))
         return gatherResults(writes, consumeErrors=True)
 
+    def addObserver(self, observer: Callable[[], None]) -> Callable[[], None]:
+        """
+        Call C{observer()} after every change of the table (PortMappingNumberOfEntries
+        and SystemUpdateID are evented together).
+
+        @return: a callable that removes the observer.
+        """
+        return self._observers.add(observer)
+
     def _bump(self) -> None:
-        try:
-            self._changed()
-        except Exception:
-            self.log.failure("WAN {wan}: a change observer failed", wan=self.wan)
+        self._observers.notify()
 
     def _expired(self, change: Change) -> None:
         for mapping in change.removed:

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from gatewayd.errors import ActionFailed, SpecifiedArrayIndexInvalid
 from gatewayd.igd.types import WANIPConnection
+from gatewayd.observers import Observers
 
 _UI4_MAX = 0xFFFFFFFF
 
@@ -79,7 +80,7 @@ class WANCommonInterfaceConfigService:
         self.counters = counters
         self.connectionDevice = connectionDevice
         self.enabledForInternet = True
-        self._observers: list[Observer] = []
+        self._observers: Observers[[str, object]] = Observers("WANCommonInterfaceConfig")
         self._physicalLinkStatus = self._currentLinkStatus()
 
     # Evented variables.
@@ -91,22 +92,10 @@ class WANCommonInterfaceConfigService:
 
         @return: a callable that removes the observer.
         """
-        self._observers.append(observer)
-
-        def remove() -> None:
-            if observer in self._observers:
-                self._observers.remove(observer)
-
-        return remove
+        return self._observers.add(observer)
 
     def _tell(self, name: str, value: object) -> None:
-        for observer in list(self._observers):
-            try:
-                observer(name, value)
-            except Exception:
-                self.log.failure(
-                    "Observer {observer!r} failed on {name}", observer=observer, name=name
-                )
+        self._observers.notify(name, value)
 
     def _currentLinkStatus(self) -> str:
         return "Up" if self.wan.carrier else "Down"

@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from gatewayd.config import describeValue
 from gatewayd.errors import ConfigError
 from gatewayd.interfaces import LinkStatus
+from gatewayd.observers import Observers
 
 
 class ObservableLink(Service):
@@ -35,7 +36,7 @@ class ObservableLink(Service):
     def __init__(self, interface: str, status: LinkStatus | None = None) -> None:
         self.interface = interface
         self.status = status if status is not None else LinkStatus()
-        self._observers: list[Callable[[LinkStatus], None]] = []
+        self._observers: Observers[[LinkStatus]] = Observers(f"the link of {interface}")
 
     def addObserver(self, observer: Callable[[LinkStatus], None]) -> Callable[[], None]:
         """
@@ -44,13 +45,7 @@ class ObservableLink(Service):
         @return: a callable that removes the observer; calling it twice is
             harmless.
         """
-        self._observers.append(observer)
-
-        def remove() -> None:
-            if observer in self._observers:
-                self._observers.remove(observer)
-
-        return remove
+        return self._observers.add(observer)
 
     def _setStatus(self, status: LinkStatus) -> None:
         """
@@ -61,15 +56,7 @@ class ObservableLink(Service):
         if status == self.status:
             return
         self.status = status
-        for observer in list(self._observers):
-            try:
-                observer(status)
-            except Exception:
-                self.log.failure(
-                    "Link status observer {observer!r} failed on {interface}",
-                    observer=observer,
-                    interface=self.interface,
-                )
+        self._observers.notify(status)
 
 
 def describe(value: object) -> str:
