@@ -10,6 +10,8 @@ handed what it needs.
 
 from __future__ import annotations
 
+import random
+
 from typing import Any, Callable, Mapping, Sequence
 
 from twisted.application.service import MultiService, Service
@@ -95,6 +97,7 @@ class WANService(MultiService):
     def startService(self) -> None:
         super().startService()
         self._unobserve = self.link.addObserver(lambda status: self.commonInterface.linkStatusChanged())
+        self.commonInterface.linkStatusChanged()  # the link may have changed while starting
         self.connection.start()
         d = self._installMappings()
         d.addErrback(
@@ -253,6 +256,7 @@ def makeGateway(
     ssdpPort: int = 1900,
     ssdpListen: Callable[[Any], Any] | None = None,
     runner: Any = None,
+    agent: Any = None,
 ) -> GatewayService:
     """
     Build the whole tree from a configuration; nothing runs until it is
@@ -265,11 +269,13 @@ def makeGateway(
     @param ssdpListen: makes SSDP's transport (tests pass a fake).
     @param runner: runs blocking disk writes; in a thread by default (tests
         run them at once).
+    @param agent: the L{IAgent} that delivers GENA events (tests pass a fake).
     """
     from gatewayd import config as configModule
     from gatewayd.state import FileStateStore, threadRunner, udnSeed
     from gatewayd.upnp.http import LANHTTPService, LANPolicy, makeSite
     from gatewayd.upnp.description import configIdOf
+    from gatewayd.upnp.gena import EventBus, notifyAgent
     from gatewayd.upnp.ssdp import SSDPService
 
     gateway = GatewayService(config, reactor)
@@ -280,7 +286,7 @@ def makeGateway(
     seed = udnSeed(store)
 
     if nat is None:
-        nat = _natBackend(config)
+        nat = _natBackend(config, reactor)
     nat.setName("nat")
     nat.setServiceParent(gateway)
 
@@ -351,7 +357,21 @@ def makeGateway(
     )
     configId = configIdOf(gateway.device)
 
-    site = makeSite(gateway.device, LANPolicy(), reactor, authorize=policy.checkAction)
+    lan = LANPolicy()
+    bus = EventBus(
+        reactor,
+        notifyAgent(reactor) if agent is None else agent,
+        random.SystemRandom(),
+        peerAllowed=lan.peerAllowed,
+        maxSubscriptions=config.upnp.maxSubscriptions,
+        maxPerClient=config.upnp.maxSubscriptionsPerClient,
+    )
+    bus.setName("events")
+    bus.setServiceParent(gateway)
+    _publishEvents(gateway, bus)
+    site = makeSite(
+        gateway.device, lan, reactor, eventResource=bus.resource, authorize=policy.checkAction
+    )
     http = LANHTTPService(reactor, site, config.lan.httpPort)
     http.setName("http")
     http.setServiceParent(gateway)
@@ -383,6 +403,42 @@ def makeGateway(
     return gateway
 
 
+def _publishEvents(gateway: GatewayService, bus: Any) -> None:
+    """
+    Connect every evented state variable's source to the event bus: each
+    WAN's connection, port mappings and link status, and the default
+    connection service.
+    """
+    byImplementation = {id(s.implementation): s for s in gateway.device.allServices()}
+    for wan in gateway.wans.values():
+        ipService = byImplementation[id(wan.ipConnection)]
+        wan.connection.addObserver(bus.observer(ipService))
+        wan.mappings.addObserver(
+            lambda wan=wan, ipService=ipService: bus.publish(
+                ipService,
+                {
+                    "PortMappingNumberOfEntries": len(wan.mappings.table),
+                    "SystemUpdateID": wan.mappings.systemUpdateID,
+                },
+            )
+        )
+        wan.commonInterface.addObserver(bus.observer(byImplementation[id(wan.commonInterface)]))
+
+    l3f = gateway.layer3Forwarding
+    l3fService = byImplementation[id(l3f)]
+    published = [l3f.active().name]
+
+    def defaultMayHaveChanged(*ignored: object) -> None:
+        current = l3f.active().name
+        if current != published[0]:
+            published[0] = current
+            bus.publish(l3fService, {"DefaultConnectionService": current})
+
+    for wan in gateway.wans.values():
+        wan.connection.addObserver(defaultMayHaveChanged)
+    l3f.addObserver(defaultMayHaveChanged)
+
+
 def _forgetRemovedWANs(journal: Any, records: Mapping[str, object], wans: set[str]) -> None:
     """
     Delete the saved mappings of WANs no longer in the configuration: a WAN
@@ -396,14 +452,23 @@ def _forgetRemovedWANs(journal: Any, records: Mapping[str, object], wans: set[st
         journal.delete(key).addErrback(lambda f: log.failure("Forgetting {key}", f, key=key))
 
 
-def _natBackend(config: Config) -> Any:
+def _natBackend(config: Config, reactor: Any) -> Any:
+    """
+    @return: the NAT backend C{[gateway] nat} names.
+    @raise ConfigError: the backend cannot work here (e.g. nftables without
+        CAP_NET_ADMIN), naming the alternative.
+    """
     if config.gateway.nat == "memory":
         from gatewayd.nat.memory import MemoryNATBackend
 
         return MemoryNATBackend()
-    from gatewayd.errors import ConfigError
+    try:
+        from gatewayd.nat.nftables import NFTablesBackend
+    except ImportError:
+        from gatewayd.errors import ConfigError
 
-    raise ConfigError(
-        "gateway.nat",
-        'the "nftables" backend is not available in this version; use nat = "memory"',
-    )
+        raise ConfigError(
+            "gateway.nat",
+            'the "nftables" backend is not available in this version; use nat = "memory"',
+        )
+    return NFTablesBackend(reactor, config)

@@ -4,10 +4,15 @@ Verified fakes of gatewayd's interfaces, for any test to use.
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping, Sequence
 
+from lxml import etree
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionRefusedError
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IResponse
 from zope.interface import implementer
 
 from gatewayd.interfaces import INetlink, InterfaceState, LANAddress
@@ -137,3 +142,121 @@ class FakePacketInfoTransport:
 
     def stopListening(self):
         self.listening = False
+
+
+#: The namespace of GENA property sets.
+EVENT = "{urn:schemas-upnp-org:event-1-0}"
+
+
+class FakeResponse:
+    """
+    An answer to a NOTIFY; with C{body}, it is delivered in chunks to the
+    body protocol and C{aborted} tells whether the reader gave up.
+    """
+
+    version = (b"HTTP", 1, 1)
+    request = None
+    previousResponse = None
+
+    def __init__(self, code: int, headers: Headers | None = None, body: bytes = b"") -> None:
+        self.code = code
+        self.phrase = b"Whatever"
+        self.headers = headers or Headers()
+        self.length = len(body)
+        self._body = body
+        self.aborted = False
+
+    def deliverBody(self, protocol: Any) -> None:
+        response = self
+
+        class Transport:
+            def stopProducing(self) -> None:
+                response.aborted = True
+
+        protocol.makeConnection(Transport())
+        for start in range(0, len(self._body), 4096):
+            if self.aborted:
+                break
+            protocol.dataReceived(self._body[start : start + 4096])
+        protocol.connectionLost(Failure(ConnectionError("done")))
+
+    def setPreviousResponse(self, response: IResponse) -> None:
+        pass
+
+
+@dataclass
+class Sent:
+    """
+    One NOTIFY the bus sent, for the test to answer, fail or leave hanging.
+    """
+
+    method: bytes
+    url: bytes
+    headers: Headers
+    body: bytes
+    deferred: Deferred[Any]
+    cancelled: list[bool] = field(default_factory=list)
+
+    def header(self, name: bytes) -> bytes:
+        values = self.headers.getRawHeaders(name)
+        assert values is not None and len(values) == 1, (name, values)
+        return values[0]
+
+    @property
+    def seq(self) -> int:
+        return int(self.header(b"seq"))
+
+    @property
+    def sid(self) -> bytes:
+        return self.header(b"sid")
+
+    def values(self) -> list[tuple[str, str]]:
+        root = etree.fromstring(self.body)
+        assert root.tag == f"{EVENT}propertyset", root.tag
+        out = []
+        for prop in root:
+            assert prop.tag == f"{EVENT}property", prop.tag
+            (variable,) = prop
+            out.append((variable.tag, variable.text or ""))
+        return out
+
+    def answer(self, code: int = 200, body: bytes = b"", headers: Headers | None = None) -> FakeResponse:
+        response = FakeResponse(code, headers, body)
+        self.deferred.callback(response)
+        return response
+
+    def fail(self) -> None:
+        self.deferred.errback(ConnectionRefusedError("refused"))
+
+
+@implementer(IAgent)
+class FakeAgent:
+    """
+    Records every request; each stays unanswered until the test says.
+    """
+
+    def __init__(self) -> None:
+        self.sent: list[Sent] = []
+
+    def request(
+        self, method: bytes, uri: bytes, headers: Headers | None = None, bodyProducer: Any = None
+    ) -> Deferred[Any]:
+        chunks: list[bytes] = []
+
+        class Consumer:
+            def write(self, data: bytes) -> None:
+                chunks.append(data)
+
+        if bodyProducer is not None:
+            bodyProducer.startProducing(Consumer())
+            assert bodyProducer.length == len(b"".join(chunks))
+        cancelled: list[bool] = []
+        d: Deferred[Any] = Deferred(lambda d: cancelled.append(True))
+        self.sent.append(Sent(method, uri, headers or Headers(), b"".join(chunks), d, cancelled))
+        return d
+
+    def waiting(self) -> list[Sent]:
+        return [s for s in self.sent if not s.deferred.called]
+
+    def to(self, url: bytes) -> list[Sent]:
+        return [s for s in self.sent if s.url == url]

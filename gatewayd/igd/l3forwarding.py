@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 
 from gatewayd.errors import InvalidConnServiceSelection, InvalidDeviceUUID, InvalidServiceID
 from gatewayd.igd.types import WANIPConnection
+from gatewayd.observers import Observers
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,13 @@ class Layer3ForwardingService:
         """
         self._connections = connections
         self.preferred: str | None = None
+        self._observers: Observers[[]] = Observers("the preferred WAN")
+
+    def addObserver(self, observer: Callable[[], None]) -> Callable[[], None]:
+        """
+        Call C{observer()} when an admin prefers another WAN.
+        """
+        return self._observers.add(observer)
 
     def active(self) -> WANConnectionRef:
         """
@@ -78,6 +86,7 @@ class Layer3ForwardingService:
         if not matches[0].connected:
             raise InvalidConnServiceSelection(f"WAN {matches[0].wan} is not connected")
         self.preferred = matches[0].wan
+        self._observers.notify()
         return {}
 
     def stateVariables(self) -> dict[str, object]:

@@ -18,7 +18,7 @@ from gatewayd import config
 from gatewayd.errors import ConfigError
 from gatewayd.interfaces import InterfaceState
 from gatewayd.service import makeGateway
-from tests.fakes import FakeNetlink, FakePacketInfoTransport
+from tests.fakes import FakeAgent, FakeNetlink, FakePacketInfoTransport
 from tests.support import temporaryPath
 
 CONFIG = """
@@ -120,7 +120,7 @@ class GatewayTests(SynchronousTestCase):
         """
         names = [s.name for s in self.gateway]
         self.assertEqual(
-            names, ["nat", "journal", "wan:backup", "wan:fibre", "http", "ssdp", "lan"]
+            names, ["nat", "journal", "wan:backup", "wan:fibre", "events", "http", "ssdp", "lan"]
         )
         self.assertEqual(list(self.gateway.wans), ["backup", "fibre"])
 
@@ -296,3 +296,119 @@ class ManholeWiringTests(SynchronousTestCase):
             str(e.exception),
             f"manhole.password_file: {self.passwords} is readable by other users (mode 0644); chmod 600 it",
         )
+
+
+class EventingTests(SynchronousTestCase):
+    """
+    Every evented variable reaches subscribers through the one event bus.
+    """
+
+    def setUp(self) -> None:
+        self.state = Path(temporaryPath(self).path)
+        self.reactor = ListeningReactor()
+        self.netlink = FakeNetlink([LAN, ETH1])
+        self.agent = FakeAgent()
+        from gatewayd.state import runSynchronously
+
+        self.gateway = makeGateway(
+            config.parse(CONFIG.format(state=self.state)),
+            self.reactor,
+            netlink=self.netlink,
+            ssdpListen=lambda protocol: FakePacketInfoTransport(),
+            runner=runSynchronously,
+            agent=self.agent,
+        )
+        self.gateway.startService()
+        self.addCleanup(self.gateway.stopService)
+
+    def http(self, raw: bytes, peer: str = "192.168.1.20") -> bytes:
+        site = self.reactor.tcpServers[0][1]
+        address = IPv4Address("TCP", peer, 40000)
+        channel = site.buildProtocol(address)
+        transport = StringTransport(peerAddress=address)
+        channel.makeConnection(transport)
+        channel.dataReceived(raw)
+        self.reactor.advance(0)  # the journal writes once per reactor turn
+        return transport.value()
+
+    def subscribe(self, path: bytes) -> list:
+        answer = self.http(
+            b"SUBSCRIBE " + path + b" HTTP/1.1\r\nHOST: 192.168.1.1:5000\r\n"
+            b"CALLBACK: <http://192.168.1.20:8090/notify>\r\nNT: upnp:event\r\n"
+            b"TIMEOUT: Second-1800\r\n\r\n"
+        )
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer[:60])
+        self.reactor.advance(0)
+        return self.agent.sent
+
+    def latest(self) -> dict[str, str]:
+        sent = self.agent.sent[-1]
+        sent.answer(200)
+        return {name: value for name, value in sent.values()}
+
+    def test_portMappingEvent(self) -> None:
+        """
+        A subscriber to a WAN's WANIPConnection:2 gets the initial event with
+        all five evented variables, then PortMappingNumberOfEntries and
+        SystemUpdateID together when a mapping is added.
+        """
+        self.subscribe(b"/evt/fibre/WANIPConn1")
+        self.assertEqual(
+            self.latest(),
+            {
+                "PossibleConnectionTypes": "IP_Routed",
+                "ConnectionStatus": "Connected",
+                "ExternalIPAddress": "203.0.114.2",
+                "PortMappingNumberOfEntries": "0",
+                "SystemUpdateID": "1",
+            },
+        )
+        body = (
+            '<?xml version="1.0"?>\r\n<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" '
+            's:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body>'
+            '<u:AddPortMapping xmlns:u="urn:schemas-upnp-org:service:WANIPConnection:1">'
+            "<NewRemoteHost></NewRemoteHost><NewExternalPort>18080</NewExternalPort>"
+            "<NewProtocol>TCP</NewProtocol><NewInternalPort>8080</NewInternalPort>"
+            "<NewInternalClient>192.168.1.20</NewInternalClient><NewEnabled>1</NewEnabled>"
+            "<NewPortMappingDescription>t</NewPortMappingDescription>"
+            "<NewLeaseDuration>3600</NewLeaseDuration></u:AddPortMapping></s:Body></s:Envelope>\r\n"
+        ).encode()
+        raw = (
+            b"POST /ctl/fibre/WANIPConn1 HTTP/1.1\r\nHost: 192.168.1.1:5000\r\n"
+            b"Content-Type: text/xml\r\nContent-Length: " + str(len(body)).encode() + b"\r\n"
+            b'SOAPAction: "urn:schemas-upnp-org:service:WANIPConnection:1#AddPortMapping"\r\n\r\n' + body
+        )
+        self.assertIn(b"200 OK", self.http(raw))
+        self.assertEqual(self.latest(), {"PortMappingNumberOfEntries": "1", "SystemUpdateID": "2"})
+
+    def test_connectionAndLinkEvents(self) -> None:
+        """
+        Pulling the cable sends ConnectionStatus and ExternalIPAddress to
+        WANIPConnection subscribers, PhysicalLinkStatus to
+        WANCommonInterfaceConfig subscribers, and the default connection
+        service moves to the other WAN.
+        """
+        self.subscribe(b"/evt/fibre/WANIPConn1")
+        self.latest()
+        self.subscribe(b"/evt/fibre/WANCommonIFC1")
+        self.assertEqual(self.latest(), {"PhysicalLinkStatus": "Up", "EnabledForInternet": "1"})
+        self.subscribe(b"/evt/L3F")
+        initial = self.latest()["DefaultConnectionService"]
+        self.netlink.setState(InterfaceState("eth1", 4, up=True, carrier=False, addresses=ETH1.addresses))
+        changes: dict[str, str] = {}
+        sids = set()
+        for _ in range(10):
+            waiting = self.agent.waiting()
+            if not waiting:
+                break
+            for sent in waiting:
+                sids.add(sent.sid)
+                sent.answer(200)
+                changes.update(sent.values())
+        self.assertEqual(len(sids), 3, changes)
+        self.assertEqual(changes["ConnectionStatus"], "Disconnected")
+        self.assertEqual(changes["ExternalIPAddress"], "")
+        self.assertEqual(changes["PhysicalLinkStatus"], "Down")
+        backup = self.gateway.device.devices[1].devices[0].udn
+        self.assertNotEqual(changes["DefaultConnectionService"], initial)
+        self.assertTrue(changes["DefaultConnectionService"].startswith(backup))
