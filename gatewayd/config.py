@@ -128,6 +128,8 @@ class WANConfig:
     masquerade: bool = True
     health: HealthConfig = HealthConfig()
     staticMappings: tuple[StaticMapping, ...] = ()
+    mark: int = 1
+    table: int = 100
 
 
 @dataclass(frozen=True)
@@ -445,6 +447,8 @@ def _wan(t: _Table, index: int, linkTypes: Mapping[str, Any]) -> WANConfig:
         interface=interface,
         priority=t.integer("priority", 0, 1_000_000, 10 * (index + 1)),
         masquerade=t.boolean("masquerade", True),
+        mark=t.integer("mark", 1, 0x7FFFFFFF, index + 1),
+        table=t.integer("table", 1, 252, 100 + index),
         link=_link(t.table("link"), linkTypes),  # type: ignore[arg-type]
         health=_health(t.table("health", None)),
         staticMappings=tuple(_staticMapping(m) for m in t.tables("static_mapping")),
@@ -508,7 +512,14 @@ def parse(
     wans = tuple(_wan(t, i, types) for i, t in enumerate(wanTables))
     seenNames: dict[str, int] = {}
     seenInterfaces: dict[str, int] = {}
+    seenMarks: dict[int, int] = {}
+    seenTables: dict[int, int] = {}
     for i, wan in enumerate(wans):
+        if wan.mark in seenMarks:
+            raise ConfigError(f"wan[{i}].mark", f"mark {wan.mark} is already used by wan[{seenMarks[wan.mark]}]")
+        if wan.table in seenTables:
+            raise ConfigError(f"wan[{i}].table", f"routing table {wan.table} is already used by wan[{seenTables[wan.table]}]")
+        seenMarks[wan.mark] = seenTables[wan.table] = i
         if wan.name in seenNames:
             raise ConfigError(f"wan[{i}].name", f'duplicate WAN name "{wan.name}" (also wan[{seenNames[wan.name]}])')
         if wan.interface in seenInterfaces:

@@ -200,3 +200,25 @@ while time.monotonic() < deadline and answers < 1000:
     answers += 1
 print(answers)
 """
+
+
+def addISP(lab: Lab, interface: str, address: str, peerAddress: str, prefix: int = 24) -> Namespace:
+    """
+    Give C{lab}'s gateway another WAN: C{interface} with C{address}, linked
+    to a new ISP namespace at C{peerAddress} (removed with the lab). The
+    new ISP routes the LAN through the gateway, like the first.
+
+    @return: the new ISP's namespace.
+    """
+    isp = Namespace(f"{lab.prefix}-{interface}")
+    run("ip", "netns", "add", isp.name)
+    lab.namespaces = (*lab.namespaces, isp)
+    isp.ip("link", "set", "lo", "up")
+    run("ip", "link", "add", interface, "netns", lab.gw.name, "type", "veth", "peer", "isp0", "netns", isp.name)
+    lab.gw.ip("addr", "add", f"{address}/{prefix}", "dev", interface)
+    lab.gw.ip("link", "set", interface, "up")
+    isp.ip("addr", "add", f"{peerAddress}/{prefix}", "dev", "isp0")
+    isp.ip("link", "set", "isp0", "up")
+    isp.ip("route", "add", "192.168.77.0/24", "via", address)
+    isp.run("sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
+    return isp

@@ -85,6 +85,16 @@ BROKEN: list[tuple[str, str, str]] = [
         'wan[1].interface: interface "eth1" is already used by wan[0]',
     ),
     (
+        "duplicate mark",
+        MINIMAL + '\n[[wan]]\nname = "isp2"\ninterface = "eth2"\nmark = 1\nlink = { type = "unmanaged" }\n',
+        "wan[1].mark: mark 1 is already used by wan[0]",
+    ),
+    (
+        "routing table out of range",
+        MINIMAL.replace('interface = "eth1"', 'interface = "eth1"\ntable = 254'),
+        "wan[0].table: expected an integer from 1 to 252; got an integer 254",
+    ),
+    (
         "WAN on the LAN interface",
         MINIMAL.replace('interface = "eth1"', 'interface = "br-lan"'),
         'wan[0].interface: interface "br-lan" is also a LAN interface',

@@ -57,8 +57,16 @@ class NATBackendBehaviourMixin:
     def setUp(self) -> None:
         self.backend = self.makeBackend()
 
+    def settle(self) -> None:
+        """
+        Let the backend finish what it was asked (a kernel backend batches
+        the changes of one reactor turn).
+        """
+
     def apply(self, add: Sequence[NATMapping] = (), remove: Sequence[NATMapping] = ()) -> None:
-        self.successResultOf(self.backend.apply(list(add), list(remove)))
+        d = self.backend.apply(list(add), list(remove))
+        self.settle()
+        self.successResultOf(d)
 
     def refused(
         self,
@@ -90,7 +98,9 @@ class NATBackendBehaviourMixin:
         An added mapping is installed for its WAN only, and the Deferred
         fires with L{None}.
         """
-        self.assertIsNone(self.successResultOf(self.backend.apply([mapping()], [])))
+        d = self.backend.apply([mapping()], [])
+        self.settle()
+        self.assertIsNone(self.successResultOf(d))
         self.assertEqual(self.backend.mappings("isp1"), [mapping()])
         self.assertEqual(self.backend.mappings("isp2"), [])
 
@@ -258,3 +268,29 @@ class MemoryNATBackendTests(NATBackendBehaviourMixin, SynchronousTestCase):
         self.backend.stopService()
         self.backend.startService()
         self.assertEqual(self.backend.mappings("isp1"), [mapping()])
+
+
+class NFTablesNATBackendTests(NATBackendBehaviourMixin, SynchronousTestCase):
+    """
+    The same behaviour from the nftables backend, against a real kernel: each
+    test makes a network namespace of its own, and the backend runs C{nft}
+    there (C{ip netns exec}, its C{netns} parameter) through a synchronous
+    runner, so the test process itself never changes namespace. After each
+    test the kernel's map elements are exactly the enabled mappings.
+    """
+
+    def makeBackend(self) -> INATBackend:
+        from tests.unit.test_nftables import kernelBackend
+
+        backend, self.clock, self.kernel = kernelBackend(self)
+        self.addCleanup(self.assertKernelMatches)
+        return backend
+
+    def settle(self) -> None:
+        self.clock.advance(0)
+
+    def assertKernelMatches(self) -> None:
+        from gatewayd.nat.nftables import kernelElements
+
+        installed = self.backend.mappings("isp1") + self.backend.mappings("isp2")
+        self.assertEqual(self.kernel(), kernelElements(installed))

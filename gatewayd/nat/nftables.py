@@ -1,0 +1,672 @@
+# -*- test-case-name: tests.unit.test_nftables,tests.unit.test_nat -*-
+"""
+Port forwardings in the kernel: one nftables table, C{inet gatewayd}, that
+gatewayd creates, owns and rebuilds, and no other.
+
+Mappings are elements of two maps (wildcard and narrow RemoteHost), so the
+rule count and the per-packet cost do not grow with their number. Every
+change is one C{nft -f -} transaction run through C{reactor.spawnProcess};
+changes arriving in the same reactor turn share one. The table is replaced
+as a whole at start (which reconciles what an earlier run left behind) and
+whenever the periodic check finds it missing or changed.
+
+The pure parts (ruleset and element text, C{nft -j} parsing, conntrack
+arguments) are module functions; L{NFTablesBackend} is the thin shell that
+runs them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from zope.interface import implementer
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from gatewayd.errors import ConfigError
+from gatewayd.interfaces import INATBackend, NATMapping
+from gatewayd.nat.memory import InvalidMapping, NATError, describe, planChange
+
+TABLE = "gatewayd"
+FAMILY = "inet"
+
+#: Seconds between two checks that the table is still ours.
+CHECK_INTERVAL = 2.0
+
+#: Seconds an C{nft} or C{conntrack} run may take before it is killed.
+PROCESS_TIMEOUT = 30.0
+
+#: CAP_NET_ADMIN's bit in C{CapEff}.
+CAP_NET_ADMIN = 12
+
+NO_CAPABILITY = (
+    "the nftables backend needs CAP_NET_ADMIN (run gatewayd as root or with that "
+    'capability), or set nat = "memory"'
+)
+
+_IFNAME = re.compile(r"^[A-Za-z0-9_.@+-]{1,15}$")
+
+Key = tuple[str, str, str, int]
+"""A kernel element's key: (interface, protocol, remote host or "", external port)."""
+
+Value = tuple[str, int]
+"""A kernel element's value: (internal client, internal port)."""
+
+
+class NFTablesFailed(NATError):
+    """
+    C{nft} refused a transaction (or could not run); the kernel is unchanged.
+    """
+
+
+@dataclass(frozen=True)
+class WANSettings:
+    """
+    What the table needs to know of one WAN.
+
+    @ivar name: the WAN's name.
+    @ivar interface: its interface.
+    @ivar mark: the conntrack mark of connections coming in through it.
+    @ivar masquerade: whether LAN traffic leaving by it is masqueraded.
+    """
+
+    name: str
+    interface: str
+    mark: int
+    masquerade: bool = True
+
+
+@dataclass(frozen=True)
+class TableSettings:
+    """
+    Everything in the table but the mappings.
+
+    @ivar wans: the WANs.
+    """
+
+    wans: tuple[WANSettings, ...]
+
+
+def settingsFromConfig(config: Any) -> TableSettings:
+    """
+    @return: the table's settings from a L{gatewayd.config.Config} (a
+        WAN's mark is its C{mark}: by default its 1-based position).
+    """
+    wans = tuple(
+        WANSettings(
+            name=wan.name,
+            interface=wan.interface,
+            mark=wan.mark,
+            masquerade=bool(wan.masquerade),
+        )
+        for wan in config.wans
+    )
+    return TableSettings(wans=wans)
+
+
+def hasNetAdmin(status: str) -> bool:
+    """
+    @param status: the text of C{/proc/self/status}.
+    @return: whether C{CapEff} has CAP_NET_ADMIN.
+    """
+    found = re.search(r"^CapEff:\s*([0-9a-fA-F]+)\s*$", status, re.M)
+    return found is not None and bool(int(found.group(1), 16) >> CAP_NET_ADMIN & 1)
+
+
+def _ifname(name: str) -> str:
+    if not _IFNAME.match(name):
+        raise InvalidMapping(f"interface name {name!r} cannot be used in nftables")
+    return f'"{name}"'
+
+
+def elementKey(mapping: NATMapping) -> Key:
+    """
+    @return: C{mapping}'s key in the kernel.
+    """
+    return (mapping.interface, mapping.protocol.lower(), mapping.remoteHost, mapping.externalPort)
+
+
+def kernelElements(mappings: Iterable[NATMapping]) -> dict[Key, Value]:
+    """
+    @return: the elements the kernel holds for C{mappings}: enabled ones only.
+    """
+    return {
+        elementKey(m): (m.internalClient, m.internalPort) for m in mappings if m.enabled
+    }
+
+
+def mapName(key: Key) -> str:
+    """
+    @return: the map an element with C{key} belongs in.
+    """
+    return "dnat4narrow" if key[2] else "dnat4"
+
+
+def formatKey(key: Key) -> str:
+    """
+    @return: an element's key in nft syntax, e.g. C{"eth1" . tcp . 8080}.
+    """
+    interface, protocol, remoteHost, port = key
+    parts = [_ifname(interface), protocol]
+    if remoteHost:
+        parts.append(remoteHost)
+    parts.append(str(port))
+    return " . ".join(parts)
+
+
+def formatElement(key: Key, value: Value) -> str:
+    """
+    @return: a map element in nft syntax, C{key : client . port}.
+    """
+    return f"{formatKey(key)} : {value[0]} . {value[1]}"
+
+
+def _elements(elements: Mapping[Key, Value], narrow: bool) -> list[str]:
+    return [formatElement(k, v) for k, v in sorted(elements.items()) if bool(k[2]) == narrow]
+
+
+def tableScript(settings: TableSettings, elements: Mapping[Key, Value]) -> str:
+    """
+    Pure: one transaction that replaces the table (creating it if missing)
+    with one holding C{elements}.
+    """
+    wans = settings.wans
+
+    def block(kind: str, name: str, type_: str, items: Sequence[str], flags: str = "") -> list[str]:
+        lines = [f"\t{kind} {name} {{", f"\t\ttype {type_}"]
+        if flags:
+            lines.append(f"\t\tflags {flags}")
+        if items:
+            lines.append("\t\telements = { " + ",\n\t\t\t".join(items) + " }")
+        lines.append("\t}")
+        return lines
+
+    lines = [f"add table {FAMILY} {TABLE}", f"delete table {FAMILY} {TABLE}", f"table {FAMILY} {TABLE} {{"]
+    lines += block(
+        "map", "dnat4", "ifname . inet_proto . inet_service : ipv4_addr . inet_service",
+        _elements(elements, narrow=False),
+    )
+    lines += block(
+        "map", "dnat4narrow",
+        "ifname . inet_proto . ipv4_addr . inet_service : ipv4_addr . inet_service",
+        _elements(elements, narrow=True),
+    )
+    lines += block("map", "wanmark", "ifname : mark", [f"{_ifname(w.interface)} : {w.mark:#x}" for w in wans])
+    lines += block("set", "masq", "ifname", [_ifname(w.interface) for w in wans if w.masquerade])
+    lines += [
+        "\tchain prerouting {",
+        "\t\ttype nat hook prerouting priority dstnat; policy accept;",
+        "\t\tfib daddr type != local return",
+        "\t\tdnat ip to iifname . meta l4proto . ip saddr . th dport map @dnat4narrow",
+        "\t\tdnat ip to iifname . meta l4proto . th dport map @dnat4",
+    ]
+    lines += [
+        "\t}",
+        "\tchain inbound {",
+        "\t\ttype filter hook prerouting priority mangle; policy accept;",
+        "\t\tct state new ct mark set iifname map @wanmark",
+        "\t}",
+        "\tchain forwarding {",
+        "\t\ttype filter hook forward priority filter; policy accept;",
+        "\t\tct status dnat accept",
+        "\t}",
+        "\tchain postrouting {",
+        "\t\ttype nat hook postrouting priority srcnat; policy accept;",
+        "\t\toifname @masq fib saddr type != local masquerade",
+    ]
+    lines += ["\t}", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def changeScript(before: Mapping[Key, Value], after: Mapping[Key, Value]) -> str:
+    """
+    Pure: one transaction turning the elements C{before} into C{after}
+    (deletions first), or C{""} if they are the same.
+    """
+    deleted = sorted(k for k, v in before.items() if after.get(k) != v)
+    added = sorted(k for k, v in after.items() if before.get(k) != v)
+    lines = []
+    for name in ("dnat4", "dnat4narrow"):
+        keys = [formatKey(k) for k in deleted if mapName(k) == name]
+        if keys:
+            lines.append(f"delete element {FAMILY} {TABLE} {name} {{ " + ", ".join(keys) + " }")
+    for name in ("dnat4", "dnat4narrow"):
+        items = [formatElement(k, after[k]) for k in added if mapName(k) == name]
+        if items:
+            lines.append(f"add element {FAMILY} {TABLE} {name} {{ " + ", ".join(items) + " }")
+    return "".join(line + "\n" for line in lines)
+
+
+def parseElements(listing: str | bytes) -> dict[Key, Value]:
+    """
+    Pure: the mapping elements in the output of C{nft -j list table inet
+    gatewayd} (or C{list map}).
+
+    @raise ValueError: the output is not what nft 1.0 writes.
+    """
+    document = json.loads(listing)
+    found: dict[Key, Value] = {}
+    protocols = {6: "tcp", 17: "udp"}
+    for item in document.get("nftables", []):
+        m = item.get("map")
+        if not m or m.get("table") != TABLE or m.get("name") not in ("dnat4", "dnat4narrow"):
+            continue
+        for key, value in m.get("elem", []):
+            parts = key["concat"]
+            interface, protocol = str(parts[0]), parts[1]
+            protocol = protocols.get(protocol, protocol) if isinstance(protocol, int) else str(protocol)
+            remoteHost = str(parts[2]) if len(parts) == 4 else ""
+            client, port = value["concat"]
+            found[(interface, protocol, remoteHost, int(parts[-1]))] = (str(client), int(port))
+    return found
+
+
+def conntrackArguments(key: Key, value: Value, mark: int | None) -> list[str]:
+    """
+    Pure: C{conntrack} arguments deleting the connections one element
+    forwarded (matched by their DNAT'd reply source, the external port, the
+    remote host if narrow, and the WAN's mark).
+    """
+    interface, protocol, remoteHost, port = key
+    argv = ["-D", "-p", protocol, "--orig-port-dst", str(port),
+            "--reply-src", value[0], "--reply-port-src", str(value[1])]
+    if remoteHost:
+        argv += ["--orig-src", remoteHost]
+    if mark is not None:
+        argv += ["--mark", str(mark)]
+    return argv
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """
+    What a finished process said.
+    """
+
+    code: int | None
+    out: bytes
+    err: bytes
+
+
+class _Collector(ProcessProtocol):
+    def __init__(self, stdin: bytes, done: Deferred[ProcessResult]) -> None:
+        self._stdin = stdin
+        self._done = done
+        self._out: list[bytes] = []
+        self._err: list[bytes] = []
+
+    def connectionMade(self) -> None:
+        self.transport.write(self._stdin)
+        self.transport.closeStdin()
+
+    def outReceived(self, data: bytes) -> None:
+        self._out.append(data)
+
+    def errReceived(self, data: bytes) -> None:
+        self._err.append(data)
+
+    def processEnded(self, reason: Failure) -> None:
+        code = getattr(reason.value, "exitCode", None)
+        self._done.callback(ProcessResult(code, b"".join(self._out), b"".join(self._err)))
+
+
+class ProcessRunner:
+    """
+    Runs a command through C{reactor.spawnProcess}, feeding it C{stdin}.
+    """
+
+    def __init__(self, reactor: Any, timeout: float = PROCESS_TIMEOUT) -> None:
+        self._reactor = reactor
+        self._timeout = timeout
+
+    def __call__(self, argv: Sequence[str], stdin: bytes = b"") -> Deferred[ProcessResult]:
+        executable = shutil.which(argv[0]) or argv[0]
+        done: Deferred[ProcessResult] = Deferred()
+        protocol = _Collector(stdin, done)
+        try:
+            transport = self._reactor.spawnProcess(
+                protocol, executable, list(argv), env=dict(os.environ)
+            )
+        except OSError as e:
+            return fail(NFTablesFailed(f"cannot run {argv[0]}: {e}"))
+        timer = self._reactor.callLater(self._timeout, _kill, transport)
+
+        def stopTimer(result: ProcessResult) -> ProcessResult:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return done.addBoth(stopTimer)
+
+
+def _kill(transport: Any) -> None:
+    try:
+        transport.signalProcess("KILL")
+    except Exception:
+        pass
+
+
+Runner = Callable[[Sequence[str], bytes], "Deferred[ProcessResult]"]
+
+
+@dataclass
+class _Batch:
+    add: list[NATMapping]
+    remove: list[NATMapping]
+    done: Deferred[None] = field(default_factory=Deferred)
+
+
+@implementer(INATBackend)
+class NFTablesBackend(Service):
+    """
+    Port forwardings in the nftables table C{inet gatewayd}.
+
+    @ivar settings: the table's settings.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        config: Any,
+        *,
+        nft: Sequence[str] = ("nft",),
+        conntrack: Sequence[str] = ("conntrack",),
+        netns: str | None = None,
+        runner: Runner | None = None,
+        settings: TableSettings | None = None,
+        procStatus: str = "/proc/self/status",
+        checkInterval: float = CHECK_INTERVAL,
+    ) -> None:
+        """
+        @param config: the L{gatewayd.config.Config} (WANs, LAN interfaces,
+            C{on_stop}).
+        @param nft: the C{nft} command.
+        @param conntrack: the C{conntrack} command.
+        @param netns: run both inside this network namespace (through
+            C{ip netns exec}); tests use it.
+        @param runner: runs a command with some input; through
+            C{reactor.spawnProcess} by default.
+        @param settings: the table's settings; from C{config} by default.
+        @raise ConfigError: without CAP_NET_ADMIN.
+        """
+        try:
+            with open(procStatus) as f:
+                status = f.read()
+        except OSError:
+            status = ""
+        if not hasNetAdmin(status):
+            raise ConfigError("gateway.nat", NO_CAPABILITY)
+        self._reactor = reactor
+        self.settings = settings if settings is not None else settingsFromConfig(config)
+        self._onStop = getattr(getattr(config, "gateway", None), "onStop", "keep")
+        prefix = ["ip", "netns", "exec", netns] if netns else []
+        self._nft = prefix + list(nft)
+        self._conntrack = prefix + list(conntrack)
+        self._run: Runner = runner if runner is not None else ProcessRunner(reactor)
+        self._checkInterval = checkInterval
+        self._marks = {w.interface: w.mark for w in self.settings.wans}
+
+        self._installed: dict[tuple[str, str, int, str], NATMapping] = {}
+        self._planned: dict[tuple[str, str, int, str], NATMapping] = {}
+        self._queue: list[_Batch] = []
+        self._rebuild: str | None = "start"
+        self._checkWanted = False
+        self._fingerprint: bytes | None = None
+        self._working: Deferred[None] | None = None
+        self._kickCall: Any = None
+        self._loop: LoopingCall | None = None
+        self._leftover: dict[Key, Value] | None = None
+        self._warnedConntrack = False
+
+    # INATBackend
+
+    def apply(self, add: list[NATMapping], remove: list[NATMapping]) -> Deferred[None]:
+        """
+        Remove C{remove} and add C{add} in one kernel transaction (shared
+        with the other changes of this reactor turn).
+
+        @return: a L{Deferred} firing with L{None} once the kernel has the
+            change, or failing with a L{NATError} (and then nothing changed).
+        """
+        try:
+            planned = planChange(self._planned, add, remove)
+            for m in add:
+                _ifname(m.interface)
+        except NATError:
+            return fail()
+        self._planned = planned
+        batch = _Batch(list(add), list(remove))
+        self._queue.append(batch)
+        self._kick()
+        return batch.done
+
+    def mappings(self, wan: str) -> list[NATMapping]:
+        """
+        @return: the mappings the kernel has for C{wan} (disabled ones
+            included: they are kept, not forwarded), ordered by key.
+        """
+        return sorted((m for m in self._installed.values() if m.wan == wan), key=lambda m: m.key)
+
+    # IService
+
+    def startService(self) -> None:
+        super().startService()
+        self._rebuild = "start"
+        self._leftover = None
+        self._kick()
+        self._loop = LoopingCall(self._requestCheck)
+        self._loop.clock = self._reactor
+        self._loop.start(self._checkInterval, now=False).addErrback(
+            lambda f: self.log.failure("nftables check loop failed", f)
+        )
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+        self._checkWanted = False
+        d = Deferred.fromCoroutine(self._stop())
+        d.addErrback(lambda f: self.log.failure("Stopping the nftables backend", f))
+        return d
+
+    async def _stop(self) -> None:
+        while self._working is not None or self._kickCall is not None:
+            if self._kickCall is not None and self._working is None:
+                self._kickCall.cancel()
+                self._kickCall = None
+                self._work()
+            if self._working is not None:
+                await self._working
+        if self._onStop != "clean":
+            self.log.info(
+                "Keeping table {family} {table} ({n} mappings) for the next start",
+                family=FAMILY, table=TABLE, n=len(self._installed),
+            )
+            return
+        result = await self._run(self._nft + ["-f", "-"], f"delete table {FAMILY} {TABLE}\n".encode())
+        if result.code != 0 and b"No such file" not in result.err:
+            self.log.error("Removing table {family} {table} failed: {err}", family=FAMILY,
+                           table=TABLE, err=result.err.decode(errors="replace").strip())
+        await self._forget(kernelElements(self._installed.values()))
+        self.log.info("Removed table {family} {table}", family=FAMILY, table=TABLE)
+        self._installed = {}
+        self._planned = {}
+        self._fingerprint = None
+        self._rebuild = "start"
+
+    # The work queue: one nft run at a time.
+
+    def _kick(self) -> None:
+        if self._working is None and self._kickCall is None:
+            self._kickCall = self._reactor.callLater(0, self._work)
+
+    def _requestCheck(self) -> None:
+        self._checkWanted = True
+        self._kick()
+
+    def _work(self) -> None:
+        self._kickCall = None
+        if self._working is not None:
+            return
+        d = Deferred.fromCoroutine(self._drain())
+        d.addErrback(lambda f: self.log.failure("nftables backend", f))
+        self._working = d
+
+        def done(_: object) -> None:
+            self._working = None
+
+        d.addBoth(done)
+
+    async def _drain(self) -> None:
+        while True:
+            if self._rebuild is not None or self._queue:
+                if not await self._transaction():
+                    return
+            elif self._checkWanted:
+                self._checkWanted = False
+                await self._check()
+            else:
+                return
+
+    async def _transaction(self) -> bool:
+        """
+        Run the queued changes (and a rebuild, if one is due) as one
+        transaction.
+
+        @return: whether it succeeded.
+        """
+        batches, self._queue = self._queue, []
+        final = dict(self._installed)
+        accepted: list[_Batch] = []
+        for batch in batches:
+            try:
+                final = planChange(final, batch.add, batch.remove)
+            except NATError:
+                batch.done.errback()
+                continue
+            accepted.append(batch)
+        rebuild = self._rebuild
+        if rebuild == "start" and self._leftover is None:
+            listing = await self._run(self._nft + ["-j", "list", "table", FAMILY, TABLE], b"")
+            try:
+                self._leftover = parseElements(listing.out) if listing.code == 0 else {}
+            except (ValueError, KeyError, TypeError):
+                self._leftover = {}
+            if self._leftover:
+                self.log.info(
+                    "Found table {family} {table} with {n} mappings from an earlier run; reconciling",
+                    family=FAMILY, table=TABLE, n=len(self._leftover),
+                )
+        if rebuild is None:
+            # Only the keys this transaction touches: its cost does not grow
+            # with the number of mappings installed.
+            touched = {m.key for b in accepted for m in b.add + b.remove}
+            before = kernelElements(self._installed[k] for k in touched if k in self._installed)
+            after = kernelElements(final[k] for k in touched if k in final)
+        else:
+            before = self._leftover or {}
+            after = kernelElements(final.values())
+        script = tableScript(self.settings, after) if rebuild is not None else changeScript(before, after)
+        if script:
+            result = await self._run(self._nft + ["-f", "-"], script.encode())
+            ok = result.code == 0
+        else:
+            result, ok = ProcessResult(0, b"", b""), True
+        if not ok:
+            why = result.err.decode(errors="replace").strip() or f"nft exited with {result.code}"
+            self.log.error(
+                "nftables refused a transaction ({n} changes): {why}",
+                n=len(accepted), why=why,
+            )
+            self._planned = self._replan()
+            error = NFTablesFailed(f"nft: {why}")
+            for batch in accepted:
+                batch.done.errback(Failure(error))
+            if rebuild is None:
+                self._checkWanted = True
+            return rebuild is None
+        self._installed = final
+        self._planned = self._replan()
+        if rebuild is not None:
+            self._rebuild = None
+            self._leftover = None
+            if rebuild != "start":
+                self.log.warn(
+                    "nftables table {family} {table} was {how}; restored {n} mappings",
+                    family=FAMILY, table=TABLE, how=rebuild, n=len(after),
+                )
+            else:
+                self.log.info("nftables table {family} {table} installed with {n} mappings",
+                              family=FAMILY, table=TABLE, n=len(after))
+            listing = await self._run(self._nft + ["-t", "-j", "-a", "list", "table", FAMILY, TABLE], b"")
+            self._fingerprint = listing.out if listing.code == 0 else None
+        await self._forget({k: v for k, v in before.items() if after.get(k) != v})
+        for batch in accepted:
+            batch.done.callback(None)
+        return True
+
+    def _replan(self) -> dict[tuple[str, str, int, str], NATMapping]:
+        """
+        @return: the installed mappings with the queued changes applied
+            (failing those that no longer fit).
+        """
+        planned = dict(self._installed)
+        kept = []
+        for batch in self._queue:
+            try:
+                planned = planChange(planned, batch.add, batch.remove)
+            except NATError:
+                batch.done.errback()
+                continue
+            kept.append(batch)
+        self._queue = kept
+        return planned
+
+    async def _check(self) -> None:
+        """
+        Compare the table (without its elements) with what was installed;
+        schedule a rebuild if it is missing or differs.
+        """
+        listing = await self._run(self._nft + ["-t", "-j", "-a", "list", "table", FAMILY, TABLE], b"")
+        if listing.code != 0:
+            how = "missing"
+        elif self._fingerprint is not None and listing.out != self._fingerprint:
+            how = "changed"
+        else:
+            return
+        if self._rebuild is None:
+            self._rebuild = how
+
+    async def _forget(self, elements: Mapping[Key, Value]) -> None:
+        """
+        Delete the conntrack entries of elements that no longer forward, so
+        that ongoing flows through them stop too. Failures are logged: the
+        kernel change itself has been made.
+        """
+        for key, value in sorted(elements.items()):
+            argv = self._conntrack + conntrackArguments(key, value, self._marks.get(key[0]))
+            try:
+                result = await self._run(argv, b"")
+            except Exception as e:
+                result = ProcessResult(None, b"", str(e).encode())
+            # conntrack exits with 1 when nothing matched.
+            if result.code not in (0, 1):
+                if not self._warnedConntrack:
+                    self.log.warn(
+                        "Could not delete the connections of a removed mapping ({key}): {err}",
+                        key=formatKey(key), err=result.err.decode(errors="replace").strip(),
+                    )
+                    self._warnedConntrack = True
