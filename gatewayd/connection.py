@@ -25,8 +25,11 @@ WANIPConnection-2.md section 6):
     link that fails while C{Connected} sends the connection back to
     C{Connecting} (not to Disconnecting) with LastConnectionError
     C{ERROR_NO_CARRIER} (carrier lost) or C{ERROR_ISP_DISCONNECT} (address
-    lost). After C{setupTimeout} seconds in C{Connecting} the status is
-    C{Disconnected} (C{ERROR_NO_CARRIER} or C{ERROR_IP_CONFIGURATION}) but
+    lost), unless the link names another cause (C{LinkStatus.error}, e.g.
+    C{ERROR_IP_CONFIGURATION} when a new address could not be configured).
+    After C{setupTimeout} seconds in C{Connecting} the status is
+    C{Disconnected} (C{ERROR_NO_CARRIER}, else the link's C{error}, else
+    C{ERROR_IP_CONFIGURATION}) but
     the link keeps trying, and the connection becomes C{Connected} as soon
     as the link is usable. RequestTermination and ForceTermination answer
     711 there, as in any C{Disconnected} state; EnabledForInternet = 0 stops
@@ -162,11 +165,23 @@ class ConnectionInputs(Protocol):
 
 
 def _lostError(status: LinkStatus) -> str:
-    return ERROR_NO_CARRIER if not status.carrier else ERROR_ISP_DISCONNECT
+    """
+    @return: why a usable link stopped being usable: no carrier, else what
+        the link says (C{LinkStatus.error}), else the ISP took the address.
+    """
+    if not status.carrier:
+        return ERROR_NO_CARRIER
+    return status.error or ERROR_ISP_DISCONNECT
 
 
 def _setupError(status: LinkStatus) -> str:
-    return ERROR_NO_CARRIER if not status.carrier else ERROR_IP_CONFIGURATION
+    """
+    @return: why a link did not become usable in time: no carrier, else
+        what the link says, else no address could be configured.
+    """
+    if not status.carrier:
+        return ERROR_NO_CARRIER
+    return status.error or ERROR_IP_CONFIGURATION
 
 
 class _Core:

@@ -311,6 +311,13 @@ def makeGateway(
     policy = AccessPolicy(config.upnp, frozenset(reserved))
 
     types = configModule.linkTypes() if linkTypes is None else linkTypes
+    from gatewayd.link.capabilities import checkCapabilities
+
+    # Before anything runs: a missing capability names its WAN and stops
+    # the daemon, with no interface half configured.
+    checkCapabilities(
+        [(i, w.name, types[w.link.type], w.link.settings) for i, w in enumerate(config.wans)]
+    )
     for wanConfig in config.wans:
         link = types[wanConfig.link.type].buildLink(
             LinkContext(
@@ -320,6 +327,9 @@ def makeGateway(
                 netlink=netlink,
                 reactor=reactor,
                 stateDir=stateDir,
+                onStop=config.gateway.onStop,
+                table=wanConfig.table,
+                lanInterfaces=tuple(config.lan.interfaces),
             )
         )
         wan = WANService(
@@ -349,6 +359,28 @@ def makeGateway(
         ]
 
     gateway.layer3Forwarding = Layer3ForwardingService(connections)
+
+    if hasattr(netlink, "addRoute"):
+        # Until the multi-WAN router exists: the main table's default route
+        # follows the most preferred connected WAN.
+        from gatewayd.link.defaultroute import Candidate, DefaultRoute
+
+        def candidates() -> list[Candidate]:
+            return [
+                Candidate(
+                    w.config.interface,
+                    w.link.status.gateway,
+                    w.connection.status in ("Connected", "PendingDisconnect"),
+                )
+                for w in preferredOrder(gateway.wans)
+                if getattr(w.link, "configuresKernel", False)
+            ]
+
+        defaultRoute = DefaultRoute(netlink, candidates, config.gateway.onStop)
+        defaultRoute.setName("default-route")
+        defaultRoute.setServiceParent(gateway)
+        for wan in gateway.wans.values():
+            wan.connection.addObserver(defaultRoute.changed)
     gateway.device = buildDevice(
         seed,
         config.upnp.friendlyName,

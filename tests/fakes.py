@@ -260,3 +260,122 @@ class FakeAgent:
 
     def to(self, url: bytes) -> list[Sent]:
         return [s for s in self.sent if s.url == url]
+
+
+from gatewayd.interfaces import INetlinkWriter  # noqa: E402
+
+
+@implementer(INetlink, INetlinkWriter)
+class FakeKernel(FakeNetlink):
+    """
+    A L{FakeNetlink} that also takes L{INetlinkWriter} requests, like a
+    started L{gatewayd.link.netlink.NetlinkService}: link state, MTU and
+    addresses change the interface states (watchers are told); routes and
+    rules are kept in L{routes} and L{rules}. Every request succeeds at
+    once and is idempotent, unless C{failWith} is set.
+
+    @ivar routes: C{(interface, destination, gateway, table, source)}.
+    @ivar rules: C{(source, table, priority)}.
+    @ivar requests: every request, as C{(method name, args...)}.
+    """
+
+    def __init__(self, states: Sequence[InterfaceState] = ()) -> None:
+        super().__init__(states)
+        self.routes: set[tuple[Any, ...]] = set()
+        self.rules: set[tuple[Any, ...]] = set()
+        self.requests: list[tuple[Any, ...]] = []
+        self.failWith: Exception | None = None
+
+    def _request(self, *request: Any) -> Deferred[None] | None:
+        self.requests.append(request)
+        if self.failWith is not None:
+            return fail(self.failWith)
+        return None
+
+    def _change(self, name: str, **changes: Any) -> Deferred[None]:
+        state = self._states.get(name)
+        if state is None:
+            return fail(UnknownInterface(name))
+        self.setState(replace(state, **changes))
+        return succeed(None)
+
+    def setLinkUp(self, interface: str, up: bool = True) -> Deferred[None]:
+        failed = self._request("setLinkUp", interface, up)
+        if failed:
+            return failed
+        state = self._states.get(interface)
+        if state is None:
+            return fail(UnknownInterface(interface))
+        # A veth's carrier follows its own up flag (the peer is up).
+        return self._change(interface, up=up, carrier=up and state.carrier or (up and self.peerUp))
+
+    peerUp = True
+
+    def setMTU(self, interface: str, mtu: int) -> Deferred[None]:
+        return self._request("setMTU", interface, mtu) or self._change(interface, mtu=mtu)
+
+    def addAddress(self, interface: str, address: Any) -> Deferred[None]:
+        failed = self._request("addAddress", interface, address)
+        if failed:
+            return failed
+        state = self._states.get(interface)
+        if state is None:
+            return fail(UnknownInterface(interface))
+        if address in state.addresses:
+            return succeed(None)
+        return self._change(interface, addresses=state.addresses + (address,))
+
+    def removeAddress(self, interface: str, address: Any) -> Deferred[None]:
+        failed = self._request("removeAddress", interface, address)
+        if failed:
+            return failed
+        state = self._states.get(interface)
+        if state is None or address not in state.addresses:
+            return succeed(None)
+        self.routes = {r for r in self.routes if not (r[0] == interface and r[4] == address.ip)}
+        return self._change(
+            interface, addresses=tuple(a for a in state.addresses if a != address)
+        )
+
+    def addRoute(self, interface, destination, gateway=None, table=254, source=None):
+        failed = self._request("addRoute", interface, destination, gateway, table, source)
+        if failed:
+            return failed
+        if interface not in self._states:
+            return fail(UnknownInterface(interface))
+        self.routes = {r for r in self.routes if r[1:2] + r[3:4] != (destination, table)}
+        self.routes.add((interface, destination, gateway, table, source))
+        return succeed(None)
+
+    def removeRoute(self, interface, destination, gateway=None, table=254):
+        failed = self._request("removeRoute", interface, destination, gateway, table)
+        if failed:
+            return failed
+        self.routes = {
+            r
+            for r in self.routes
+            if not (r[0] == interface and r[1] == destination and r[3] == table and gateway in (None, r[2]))
+        }
+        return succeed(None)
+
+    def addRule(self, source, table, priority):
+        failed = self._request("addRule", source, table, priority)
+        if failed:
+            return failed
+        self.rules.add((source, table, priority))
+        return succeed(None)
+
+    def removeRule(self, source, table, priority):
+        failed = self._request("removeRule", source, table, priority)
+        if failed:
+            return failed
+        self.rules.discard((source, table, priority))
+        return succeed(None)
+
+    def setCarrier(self, name: str, carrier: bool) -> None:
+        """
+        The peer went down (or came back): carrier follows, if up.
+        """
+        state = self._states[name]
+        self.peerUp = carrier
+        self.setState(replace(state, carrier=carrier and state.up))

@@ -4,10 +4,16 @@ The kernel's view of interfaces and addresses, through one pyroute2
 C{AsyncIPRoute} socket: the only place gatewayd talks rtnetlink (besides
 the DHCP client).
 
-This is the read-only half: a snapshot of every interface (flags, MTU, IPv4
-addresses, counters), kept current from link and IPv4 address events. The
-write half (addresses, routes, rules) will send its requests through the
-same socket with L{NetlinkService._call}.
+The reading half: a snapshot of every interface (flags, MTU, IPv4
+addresses, counters), kept current from link and IPv4 address events;
+watchers hear of a change (carrier lost or back, an address added or
+removed) as soon as the kernel's event is read, within milliseconds.
+
+The writing half (L{INetlinkWriter}: link state, MTU, addresses, routes in
+any table, policy rules) sends its requests with L{NetlinkService._call}
+through a second socket of the service: a request awaiting its answer on
+the subscribed socket would swallow the events that arrive meanwhile. Every write is idempotent: adding what is there
+replaces it, removing what is not there succeeds.
 
 pyroute2 runs on asyncio; gatewayd runs on Twisted's asyncio reactor, whose
 event loop is the one pyroute2 uses. pyroute2 coroutines run as asyncio
@@ -20,9 +26,11 @@ stays cheap.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from socket import AF_INET
 from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 
@@ -33,7 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gatewayd.interfaces import INetlink, InterfaceState, LANAddress
+from gatewayd.interfaces import INetlink, INetlinkWriter, InterfaceState, LANAddress
 
 _T = TypeVar("_T")
 
@@ -45,6 +53,22 @@ IFF_UP, IFF_LOWER_UP = 0x1, 0x10000
 AF_UNSPEC = 0
 
 STATS_KEYS = ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets")
+
+RT_TABLE_MAIN = 254
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
+
+#: Errors that mean "already so" for an add, by request kind.
+_ALREADY = {"rule": {errno.EEXIST}}
+#: Errors that mean "already gone" for a removal.
+_GONE = {
+    "address": {errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT},
+    "route": {errno.ESRCH, errno.ENODEV, errno.ENOENT},
+    "rule": {errno.ENOENT},
+}
+
+#: At most this many seconds of writes are let through after stopService
+#: (the links' clean-up), checked every DRAIN_STEP seconds.
+DRAIN_GRACE, DRAIN_STEP = 5.0, 0.05
 
 #: Seconds to wait before reopening the socket after the reader failed, by
 #: consecutive failure; the last one repeats.
@@ -120,11 +144,34 @@ def _parseAddress(msg: Any) -> IPv4Interface | None:
     return IPv4Interface(f"{address}/{msg['prefixlen']}")
 
 
+def _routeSpec(
+    destination: IPv4Network, gateway: IPv4Address | None, table: int
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "dst": str(destination.network_address),
+        "dst_len": destination.prefixlen,
+        "table": int(table),
+    }
+    if gateway is not None:
+        spec["gateway"] = str(gateway)
+    return spec
+
+
+def _ruleSpec(source: IPv4Network, table: int, priority: int) -> dict[str, Any]:
+    return {
+        "family": AF_INET,
+        "src": str(source.network_address),
+        "src_len": source.prefixlen,
+        "table": int(table),
+        "priority": int(priority),
+    }
+
+
 def _sansStats(state: InterfaceState | None) -> InterfaceState | None:
     return None if state is None else replace(state, stats={})
 
 
-@implementer(INetlink)
+@implementer(INetlink, INetlinkWriter)
 class NetlinkService(Service):
     """
     One rtnetlink socket: a live snapshot of interfaces and their IPv4
@@ -170,6 +217,7 @@ class NetlinkService(Service):
         self._session: asyncio.Future[None] | None = None
         self._requests: set[asyncio.Future[Any]] = set()
         self._retry: IDelayedCall | None = None
+        self._drain: IDelayedCall | None = None
 
     # -- INetlink -----------------------------------------------------------
 
@@ -260,6 +308,158 @@ class NetlinkService(Service):
 
         return self._call(read)
 
+    # -- writing (INetlinkWriter) ----------------------------------------
+
+    def setLinkUp(self, interface: str, up: bool = True) -> Deferred[None]:
+        """
+        Set C{interface} administratively up (or down).
+
+        @return: a L{Deferred} firing with L{None} once done; it fails with
+            L{UnknownInterface} if there is no such interface, with
+            L{OSError} if the kernel refuses (C{EPERM} without
+            CAP_NET_ADMIN).
+        """
+        state = "up" if up else "down"
+        return self._write(
+            "link", interface, False, lambda ipr, index: ipr.link("set", index=index, state=state)
+        )
+
+    def setMTU(self, interface: str, mtu: int) -> Deferred[None]:
+        """
+        Set the MTU of C{interface}.
+        """
+        return self._write(
+            "link", interface, False, lambda ipr, index: ipr.link("set", index=index, mtu=int(mtu))
+        )
+
+    def addAddress(self, interface: str, address: IPv4Interface) -> Deferred[None]:
+        """
+        Add C{address} to C{interface} (replacing it if present: no error,
+        lifetimes refreshed).
+        """
+        return self._write(
+            "address",
+            interface,
+            False,
+            lambda ipr, index: ipr.addr(
+                "replace",
+                index=index,
+                address=str(address.ip),
+                prefixlen=address.network.prefixlen,
+            ),
+        )
+
+    def removeAddress(self, interface: str, address: IPv4Interface) -> Deferred[None]:
+        """
+        Remove C{address} from C{interface}; nothing happens if it has no
+        such address (or the interface is gone).
+        """
+        return self._write(
+            "address",
+            interface,
+            True,
+            lambda ipr, index: ipr.addr(
+                "del", index=index, address=str(address.ip), prefixlen=address.network.prefixlen
+            ),
+        )
+
+    def addRoute(
+        self,
+        interface: str,
+        destination: IPv4Network,
+        gateway: IPv4Address | None = None,
+        table: int = RT_TABLE_MAIN,
+        source: IPv4Address | None = None,
+    ) -> Deferred[None]:
+        """
+        Add or replace the route to C{destination} in C{table}: through
+        C{gateway} on C{interface}, or on-link (scope link) without one;
+        C{source} is the preferred source address.
+        """
+        spec = _routeSpec(destination, gateway, table)
+        spec["scope"] = RT_SCOPE_UNIVERSE if gateway is not None else RT_SCOPE_LINK
+        if source is not None:
+            spec["prefsrc"] = str(source)
+        return self._write(
+            "route", interface, False, lambda ipr, index: ipr.route("replace", oif=index, **spec)
+        )
+
+    def removeRoute(
+        self,
+        interface: str,
+        destination: IPv4Network,
+        gateway: IPv4Address | None = None,
+        table: int = RT_TABLE_MAIN,
+    ) -> Deferred[None]:
+        """
+        Remove the route to C{destination} on C{interface} (through
+        C{gateway}, if given) from C{table}; nothing happens if there is no
+        such route.
+        """
+        spec = _routeSpec(destination, gateway, table)
+        return self._write(
+            "route", interface, True, lambda ipr, index: ipr.route("del", oif=index, **spec)
+        )
+
+    def addRule(self, source: IPv4Network, table: int, priority: int) -> Deferred[None]:
+        """
+        Add the rule C{from source lookup table} at C{priority}, unless the
+        same rule exists.
+        """
+        spec = _ruleSpec(source, table, priority)
+        return self._write("rule", None, False, lambda ipr, index: ipr.rule("add", **spec))
+
+    def removeRule(self, source: IPv4Network, table: int, priority: int) -> Deferred[None]:
+        """
+        Remove that rule; nothing happens if it does not exist.
+        """
+        spec = _ruleSpec(source, table, priority)
+        return self._write("rule", None, True, lambda ipr, index: ipr.rule("del", **spec))
+
+    def _write(
+        self,
+        kind: str,
+        interface: str | None,
+        removal: bool,
+        request: Callable[[Any, int], Awaitable[Any]],
+    ) -> Deferred[None]:
+        """
+        Once the snapshot is ready, find C{interface}'s index and send
+        C{request(ipr, index)}, turning the kernel's "already so" answers
+        into success and its other errors into L{OSError}.
+        """
+        if not self.running and (self._ipr is None or not self._ready):
+            return fail(NetlinkNotRunning())
+
+        def ready(_: object) -> Deferred[None]:
+            index = 0
+            if interface is not None:
+                state = self._states.get(interface)
+                if state is None:
+                    if removal:
+                        return succeed(None)
+                    return fail(UnknownInterface(interface))
+                index = state.index
+
+            async def send(ipr: Any) -> None:
+                from pyroute2.netlink.exceptions import NetlinkError
+
+                try:
+                    await request(ipr, index)
+                except NetlinkError as e:
+                    harmless = (_GONE if removal else _ALREADY).get(kind, set())
+                    if e.code in harmless:
+                        return
+                    raise OSError(
+                        e.code,
+                        f"{kind} {'removal' if removal else 'change'} on "
+                        f"{interface or 'the rules'}: {os.strerror(e.code)}",
+                    ) from None
+
+            return self._call(send)
+
+        return self.whenReady().addCallback(ready)
+
     # -- service ------------------------------------------------------------
 
     def startService(self) -> None:
@@ -277,7 +477,9 @@ class NetlinkService(Service):
 
     def stopService(self) -> Deferred[None]:
         """
-        Close the socket and stop reading; the snapshot is forgotten
+        Let the writes that services stopping alongside this one still send
+        finish (links clean up on stop; L{DRAIN_GRACE} seconds at most),
+        then close the socket and stop reading; the snapshot is forgotten
         (watchers are not told: the interfaces did not go away).
 
         @return: a L{Deferred} that fires once the reader has ended.
@@ -287,6 +489,29 @@ class NetlinkService(Service):
             if self._retry.active():
                 self._retry.cancel()
             self._retry = None
+        d: Deferred[None] = Deferred()
+        if self._ipr is None and not self._requests:
+            self._close(d)
+            return d
+        deadline = self._reactor.seconds() + DRAIN_GRACE
+        quiet = [0]
+
+        def check() -> None:
+            quiet[0] = 0 if self._requests else quiet[0] + 1
+            if quiet[0] >= 2 or self._reactor.seconds() >= deadline or self.running:
+                self._drain = None
+                self._close(d)
+            else:
+                self._drain = self._reactor.callLater(DRAIN_STEP, check)
+
+        check()
+        return d
+
+    def _close(self, d: Deferred[None]) -> None:
+        if self.running:
+            # Started again while draining: nothing to close.
+            d.callback(None)
+            return
         for request in list(self._requests):
             request.cancel()
         self._ready = False
@@ -294,11 +519,10 @@ class NetlinkService(Service):
         self._failWaiters(Failure(CancelledError("netlink service stopped")))
         session, self._session = self._session, None
         if session is None:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
+            d.callback(None)
+            return
         session.add_done_callback(lambda _: d.callback(None))
         session.cancel()
-        return d
 
     # -- reading ------------------------------------------------------------
 
@@ -314,12 +538,19 @@ class NetlinkService(Service):
         """
         from pyroute2 import AsyncIPRoute
 
-        if self.netns is None:
-            ipr = AsyncIPRoute()
-        else:
+        def open() -> Any:
+            if self.netns is None:
+                return AsyncIPRoute()
             # flags=0: never create the namespace as a side effect.
-            ipr = AsyncIPRoute(netns=self.netns, flags=0)
+            return AsyncIPRoute(netns=self.netns, flags=0)
+
+        ipr = open()
+        # Requests (writes, counters) go through a second socket: a request
+        # awaiting its answer on the subscribed socket would swallow the
+        # events that arrive meanwhile (pyroute2 0.9 drops them).
+        requests: Any = None
         try:
+            requests = open()
             # Subscribe first: an event racing the dump is applied after it.
             await ipr.bind(RTMGRP_LINK | RTMGRP_IPV4_IFADDR)
             links: dict[int, _Link] = {}
@@ -332,7 +563,7 @@ class NetlinkService(Service):
                 async for msg in dump:
                     if (address := _parseAddress(msg)) is not None:
                         addresses.setdefault(msg["index"], []).append(address)
-            self._ipr = ipr
+            self._ipr = requests
             self._links, self._addresses = links, addresses
             self._publish()
             self._failures = 0
@@ -349,9 +580,11 @@ class NetlinkService(Service):
                 if not count:
                     raise NetlinkSessionEnded("the netlink socket was closed")
         finally:
-            if self._ipr is ipr:
+            if self._ipr is requests:
                 self._ipr = None
             ipr.close()
+            if requests is not None:
+                requests.close()
 
     def _event(self, msg: Any) -> None:
         try:

@@ -107,7 +107,7 @@ BROKEN: list[tuple[str, str, str]] = [
     (
         "unknown link type",
         MINIMAL.replace('type = "unmanaged"', 'type = "ppp"'),
-        'wan[0].link.type: unknown link type "ppp"; known link types: simulated, unmanaged',
+        'wan[0].link.type: unknown link type "ppp"; known link types: dhcp, simulated, static, unmanaged',
     ),
     (
         "missing link",
@@ -336,6 +336,6 @@ class TwistdConfigErrorTests(SynchronousTestCase):
         self.assertNotEqual(result.returncode, 0)
         self.assertEqual(
             result.stderr.strip(),
-            f'gatewayd: {path}: wan[0].link.type: unknown link type "ppp"; known link types: simulated, unmanaged',
+            f'gatewayd: {path}: wan[0].link.type: unknown link type "ppp"; known link types: dhcp, simulated, static, unmanaged',
         )
         self.assertEqual(result.stdout, "")

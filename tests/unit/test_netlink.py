@@ -309,3 +309,69 @@ class KernelTests(SynchronousTestCase):
             self.stopAndCheck(netlink)
             if os.path.exists(f"/var/run/netns/{ns}"):
                 subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+
+
+class KernelWriteTests(SynchronousTestCase):
+    """
+    The writing half changes the real kernel, idempotently, and the
+    reading half still sees every event meanwhile.
+    """
+
+    def test_writes(self) -> None:
+        """
+        In a namespace of its own: set a veth up with an MTU, add an
+        address, routes in a table and a rule (twice: no error), see the
+        address event, then remove everything (twice: no error).
+        """
+        from ipaddress import IPv4Address, IPv4Network
+
+        reactor = asyncioReactor()
+        if os.geteuid() != 0:
+            raise SkipTest("creating a network namespace needs root")
+        suffix = token_hex(2)
+        ns = f"gwd-test-{suffix}"
+        ip("netns", "add", ns)
+        self.addCleanup(subprocess.run, ["ip", "netns", "del", ns], capture_output=True, timeout=10)
+        ip("-n", ns, "link", "add", "wan0", "type", "veth", "peer", "name", "isp0")
+        ip("-n", ns, "link", "set", "isp0", "up")
+        netlink = NetlinkService(reactor, netns=ns)
+        netlink.startService()
+        try:
+            waitFor(netlink.whenReady())
+            address = IPv4Interface("198.51.100.2/24")
+            gateway = IPv4Address("198.51.100.1")
+            source = IPv4Network("198.51.100.2/32")
+            default = IPv4Network("0.0.0.0/0")
+            seen = stateOf(netlink, "wan0", lambda s: s is not None and s.carrier and address in s.addresses)
+            for _ in range(2):
+                waitFor(netlink.setLinkUp("wan0"))
+                waitFor(netlink.setMTU("wan0", 1400))
+                waitFor(netlink.addAddress("wan0", address))
+                waitFor(netlink.addRoute("wan0", address.network, None, 100, address.ip))
+                waitFor(netlink.addRoute("wan0", default, gateway, 100, address.ip))
+                waitFor(netlink.addRule(source, 100, 10000))
+            state = waitFor(seen)
+            assert state is not None
+            self.assertEqual(state.mtu, 1400)
+            routes = subprocess.run(
+                ["ip", "-n", ns, "route", "show", "table", "100"], capture_output=True, text=True, timeout=10
+            ).stdout
+            self.assertIn("default via 198.51.100.1 dev wan0", routes)
+            self.assertIn("198.51.100.0/24 dev wan0", routes)
+            rules = subprocess.run(["ip", "-n", ns, "rule"], capture_output=True, text=True, timeout=10).stdout
+            self.assertEqual(rules.count("from 198.51.100.2 lookup 100"), 1)
+            gone = stateOf(netlink, "wan0", lambda s: s is not None and not s.addresses)
+            for _ in range(2):
+                waitFor(netlink.removeRule(source, 100, 10000))
+                waitFor(netlink.removeRoute("wan0", default, gateway, 100))
+                waitFor(netlink.removeRoute("wan0", address.network, None, 100))
+                waitFor(netlink.removeAddress("wan0", address))
+            waitFor(gone)
+            waitFor(netlink.removeAddress("no-such-if", address))
+            self.failureResultOf(netlink.addAddress("no-such-if", address), UnknownInterface)
+            routes = subprocess.run(
+                ["ip", "-n", ns, "route", "show", "table", "all"], capture_output=True, text=True, timeout=10
+            ).stdout
+            self.assertNotIn("table 100", routes)
+        finally:
+            waitFor(netlink.stopService())

@@ -8,7 +8,9 @@ nothing here imports pyroute2, lxml or the reactor.
 
 from twisted.application.service import ServiceMaker
 
+from gatewayd.link.dhcp import DHCPLinkType
 from gatewayd.link.simulated import SimulatedLinkType
+from gatewayd.link.static import StaticLinkType
 from gatewayd.link.unmanaged import UnmanagedLinkType
 
 gatewayd = ServiceMaker(
@@ -20,3 +22,5 @@ gatewayd = ServiceMaker(
 
 unmanaged = UnmanagedLinkType()
 simulated = SimulatedLinkType()
+static = StaticLinkType()
+dhcp = DHCPLinkType()
