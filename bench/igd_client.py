@@ -473,7 +473,7 @@ def cmdDelete(a) -> dict:
     end = now() + a.deadline
     window = a.window or (a.hi - a.lo + 1)
     lat: list[float] = []
-    calls, problem, how = 0, None, "DeletePortMappingRange"
+    calls, problem, how, deleted = 0, None, "DeletePortMappingRange", 0
     faults: dict[str, int] = {}
     single = a.single
     if not single:
@@ -492,6 +492,8 @@ def cmdDelete(a) -> dict:
                 calls = 0
                 break
             lat.append(r.latency)
+            if r.ok:
+                deleted += max(0, min(stop, a.lo + a.expected - 1) - start + 1)
             if not r.ok and r.error != 730:
                 faults[r.describe()] = faults.get(r.describe(), 0) + 1
                 if r.exc:
@@ -511,6 +513,7 @@ def cmdDelete(a) -> dict:
                 return notImplemented("DeletePortMapping(Range)", r)
             lat.append(r.latency)
             if r.ok or r.error == 714:
+                deleted += r.ok
                 consecutive = 0
                 continue
             faults[r.describe()] = faults.get(r.describe(), 0) + 1
@@ -525,6 +528,7 @@ def cmdDelete(a) -> dict:
         "how": how,
         "window": a.window if how == "DeletePortMappingRange" else None,
         "calls": calls,
+        "deleted": deleted,
         "faults": faults,
         "problem": problem,
         "total_s": sum(lat),
