@@ -13,6 +13,7 @@ addresses (403 otherwise: DNS rebinding; 400 if HTTP/1.1 sends none).
 from __future__ import annotations
 
 import platform
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface, ip_address
 from typing import Callable, Sequence
 
@@ -55,6 +56,98 @@ IGD1_USER_AGENTS: tuple[tuple[str, str], ...] = (
 )
 
 
+#: User-Agent substrings (compared case-insensitively) of control points
+#: that keep only the I{last} embedded device of each type: they get the
+#: description with the active WAN's WANDevice last instead of first (every
+#: other client, miniupnpc included, uses the first WANIPConnection).
+ACTIVE_LAST_USER_AGENTS: tuple[tuple[str, str], ...] = (
+    ("aiohttp/", "async-upnp-client 0.49 (Home Assistant): one device per type, the last wins"),
+)
+
+
+def wantsActiveLast(userAgent: bytes | None, args: dict[bytes, list[bytes]]) -> bool:
+    """
+    @return: whether a description request should get the WANs with the
+        active one last: its query is C{?order=last}, or its User-Agent is
+        in L{ACTIVE_LAST_USER_AGENTS}.
+    """
+    if args.get(b"order") == [b"last"]:
+        return True
+    agent = (userAgent or b"").decode("latin-1").lower()
+    return any(marker in agent for marker, _ in ACTIVE_LAST_USER_AGENTS)
+
+
+def activeLast(root: model.Device) -> model.Device:
+    """
+    @return: C{root} with its first embedded device (the active WAN's
+        WANDevice) moved to the end.
+    """
+    if len(root.devices) < 2:
+        return root
+    return replace(root, devices=root.devices[1:] + root.devices[:1])
+
+
+class Descriptions:
+    """
+    The documents of a device tree that may change (the WANs are listed
+    with the active one first): rendered once per tree, on first request.
+
+    The CONFIGID is the one of the current tree (L{configIdOf}), so it
+    changes whenever the description does; the active-last variant for
+    L{ACTIVE_LAST_USER_AGENTS} lists the same devices and shares it.
+    """
+
+    def __init__(self, root: model.Device | Callable[[], model.Device]) -> None:
+        self._root: Callable[[], model.Device] = root if callable(root) else (lambda: root)
+        self._renderedFor: model.Device | None = None
+        self._configId = 0
+        self._cache: dict[object, bytes] = {}
+
+    def root(self) -> model.Device:
+        """
+        @return: the current tree.
+        """
+        return self._root()
+
+    def _fresh(self) -> None:
+        root = self._root()
+        if root is not self._renderedFor:
+            self._renderedFor = root
+            self._configId = configIdOf(root)
+            self._cache = {}
+
+    @property
+    def configId(self) -> int:
+        """
+        The CONFIGID of the current tree.
+        """
+        self._fresh()
+        return self._configId
+
+    def description(self, version: int, last: bool = False) -> bytes:
+        """
+        @return: the device description of the current tree for UDA
+            C{version} (C{1}: the IGD:1 view), active WAN first (or last).
+        """
+        self._fresh()
+        key = ("description", version, last)
+        if key not in self._cache:
+            assert self._renderedFor is not None
+            root = activeLast(self._renderedFor) if last else self._renderedFor
+            self._cache[key] = deviceDescription(root, version, self._configId)
+        return self._cache[key]
+
+    def scpd(self, serviceType: model.ServiceType) -> bytes:
+        """
+        @return: the SCPD of C{serviceType}, with the current CONFIGID.
+        """
+        self._fresh()
+        key = ("scpd", serviceType.name, serviceType.version)
+        if key not in self._cache:
+            self._cache[key] = scpd(serviceType, self._configId)
+        return self._cache[key]
+
+
 def wantsIGD1(userAgent: bytes | None, args: dict[bytes, list[bytes]]) -> bool:
     """
     @return: whether a description request should get the IGD:1 view: its
@@ -64,6 +157,11 @@ def wantsIGD1(userAgent: bytes | None, args: dict[bytes, list[bytes]]) -> bool:
         return True
     agent = (userAgent or b"").decode("latin-1").lower()
     return any(marker in agent for marker, _ in IGD1_USER_AGENTS)
+
+
+#: How many peers' verdicts L{LANPolicy} remembers (a LAN has few hosts;
+#: the cache is dropped when it grows past this, e.g. under a scan).
+_PEER_CACHE = 4096
 
 
 class LANPolicy:
@@ -78,6 +176,7 @@ class LANPolicy:
     def __init__(self) -> None:
         self._interfaces: tuple[IPv4Interface, ...] = ()
         self._port = 0
+        self._peers: dict[str, bool] = {}
 
     def setAddresses(self, addresses: Sequence[LANAddress], port: int) -> None:
         """
@@ -87,11 +186,20 @@ class LANPolicy:
         """
         self._interfaces = tuple(a.address for a in addresses)
         self._port = port
+        self._peers.clear()
 
     def peerAllowed(self, peer: str) -> bool:
         """
         @return: whether C{peer} (an IP address) is inside a LAN network.
         """
+        known = self._peers.get(peer)
+        if known is None:
+            known = self._peers[peer] = self._onLAN(peer)
+            if len(self._peers) > _PEER_CACHE:
+                self._peers.clear()
+        return known
+
+    def _onLAN(self, peer: str) -> bool:
         try:
             address = ip_address(peer)
         except ValueError:
@@ -323,6 +431,13 @@ class LANSite(Site):
 
     _log = Logger()  # not "log": Site.log writes the access log
 
+    def log(self, request: IRequest) -> None:
+        """
+        No access log: a gateway answers every LAN host's polling, and a
+        line per request costs more than the request (faults, refusals and
+        changes are logged where they happen).
+        """
+
     def buildProtocol(self, addr: object) -> LANChannel | None:  # type: ignore[override]
         """
         Refuse connections from outside the LAN networks at once: Linux
@@ -358,21 +473,42 @@ class StaticXML(Resource):
 
 class RootDescription(Resource):
     """
-    C{/rootDesc.xml}: the IGD:2 description, or the IGD:1 view for the
-    clients L{wantsIGD1} names.
+    C{/rootDesc.xml}: the IGD:2 description of the current tree, or the
+    IGD:1 view for the clients L{wantsIGD1} names, or the active-last
+    variant for those L{wantsActiveLast} names.
     """
 
     isLeaf = True
     allowedMethods = (b"GET", b"HEAD")
 
-    def __init__(self, v2: bytes, v1: bytes) -> None:
+    def __init__(self, descriptions: Descriptions) -> None:
         super().__init__()
-        self._v2 = StaticXML(v2)
-        self._v1 = StaticXML(v1)
+        self._descriptions = descriptions
 
     def render_GET(self, request: IRequest) -> bytes:
-        igd1 = wantsIGD1(request.getHeader(b"user-agent"), request.args or {})
-        return (self._v1 if igd1 else self._v2).render_GET(request)
+        agent, args = request.getHeader(b"user-agent"), request.args or {}
+        if wantsIGD1(agent, args):
+            body = self._descriptions.description(1)
+        else:
+            body = self._descriptions.description(2, wantsActiveLast(agent, args))
+        return StaticXML(body).render_GET(request)
+
+
+class SCPDDocument(Resource):
+    """
+    One SCPD, with the current CONFIGID.
+    """
+
+    isLeaf = True
+    allowedMethods = (b"GET", b"HEAD")
+
+    def __init__(self, descriptions: Descriptions, serviceType: model.ServiceType) -> None:
+        super().__init__()
+        self._descriptions = descriptions
+        self._serviceType = serviceType
+
+    def render_GET(self, request: IRequest) -> bytes:
+        return StaticXML(self._descriptions.scpd(self._serviceType)).render_GET(request)
 
 
 class NotYetEvented(Resource):
@@ -460,37 +596,35 @@ class PathTable(Resource):
 
 
 def resourceTree(
-    root: model.Device,
+    root: model.Device | Descriptions,
     eventResource: Callable[[model.Service], IResource] = NotYetEvented,
     authorize: Callable[[str, str, str], None] | None = None,
 ) -> PathTable:
     """
-    Build the resource tree of C{root}; every document is rendered here,
-    once.
+    Build the resource tree of C{root}: a fixed tree, or L{Descriptions}
+    whose tree may change order (its services and paths stay the same);
+    documents are rendered on first request, once per tree.
 
     @param eventResource: makes the resource of one service's event URL
         (GENA plugs in here).
     """
-    configId = configIdOf(root)
-    paths: dict[str, IResource] = {
-        "/rootDesc.xml": RootDescription(
-            deviceDescription(root, 2, configId), deviceDescription(root, 1, configId)
-        )
-    }
-    for name, serviceType in serviceTypes(root).items():
+    descriptions = root if isinstance(root, Descriptions) else Descriptions(root)
+    tree = descriptions.root()
+    paths: dict[str, IResource] = {"/rootDesc.xml": RootDescription(descriptions)}
+    for name, serviceType in serviceTypes(tree).items():
         for version in range(1, serviceType.version + 1):
-            paths[f"/scpd/{name}{version}.xml"] = StaticXML(scpd(serviceType.at(version), configId))
-    for service in root.allServices():
+            paths[f"/scpd/{name}{version}.xml"] = SCPDDocument(descriptions, serviceType.at(version))
+    for service in tree.allServices():
         for path in (service.controlPath, service.eventPath):
             if path in paths:
                 raise ValueError(f"{path} is used twice in the device tree")
         paths[service.controlPath] = ControlResource(service, authorize)
         paths[service.eventPath] = eventResource(service)
-    return PathTable(paths, Presentation(root))
+    return PathTable(paths, Presentation(tree))
 
 
 def makeSite(
-    root: model.Device,
+    root: model.Device | Descriptions,
     lan: LANPolicy,
     reactor: IReactorTime,
     *,

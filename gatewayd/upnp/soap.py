@@ -342,6 +342,17 @@ class ControlResource(Resource):
         super().__init__()
         self._service = service
         self._authorize = authorize
+        self._views: dict[int, ServiceType] = {}
+
+    def _serviceType(self, version: int) -> ServiceType:
+        """
+        @return: the service as a control point of C{version} sees it (the
+            implemented actions only), computed once per version.
+        """
+        view = self._views.get(version)
+        if view is None:
+            view = self._views[version] = implementedType(self._service).at(version)
+        return view
 
     def render_GET(self, request: IRequest) -> bytes:
         """
@@ -378,7 +389,7 @@ class ControlResource(Resource):
         if (serviceURN, actionName) == _QUERY_STATE_VARIABLE:
             return await self._queryStateVariable(body)
         version = _serviceVersion(self._service, serviceURN)
-        serviceType = implementedType(self._service).at(version)
+        serviceType = self._serviceType(version)
         action = serviceType.action(actionName)
         if action is None:
             raise InvalidAction(f"{actionName} is not an action of {serviceURN}")
@@ -387,7 +398,6 @@ class ControlResource(Resource):
         if self._authorize is not None:
             self._authorize(self._service.type.name, actionName, requester.address)
         method = getattr(self._service.implementation, actionName)
-        self.log.debug("{action} from {address}", action=actionName, address=requester.address)
         result = await maybeDeferred(method, requester, **inArguments)
         result = {} if result is None else result
         out: dict[str, str] = {}
