@@ -26,6 +26,11 @@ _RULE = re.compile(
 )
 
 
+#: The firewall mark bits gatewayd uses for its WANs (C{[[wan]] mark}):
+#: WAN marks are C{0x100}, C{0x200}, ... and other tools keep the other bits.
+MARK_MASK = 0xFF00
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     """
@@ -128,7 +133,7 @@ class WANConfig:
     masquerade: bool = True
     health: HealthConfig = HealthConfig()
     staticMappings: tuple[StaticMapping, ...] = ()
-    mark: int = 1
+    mark: int = 0x100
     table: int = 100
 
 
@@ -432,6 +437,22 @@ def _link(t: _Table, linkTypes: Mapping[str, Any]) -> LinkConfig:
     return LinkConfig(name, settings)
 
 
+def _mark(t: "_Table", index: int) -> int:
+    """
+    @return: the WAN's firewall/conntrack mark: C{mark}, by default
+        C{(index + 1) << 8}; it must lie within L{MARK_MASK} (the bits
+        gatewayd uses; other tools keep the rest).
+    """
+    mark = t.integer("mark", 1, MARK_MASK, (index + 1) << 8)
+    if mark & ~MARK_MASK:
+        raise ConfigError(
+            t.at("mark"),
+            f"expected a multiple of 0x100 from 0x100 to 0xff00 (gatewayd's mark bits are "
+            f"{MARK_MASK:#x}); got {mark:#x}",
+        )
+    return mark
+
+
 def _wan(t: _Table, index: int, linkTypes: Mapping[str, Any]) -> WANConfig:
     name = t.string("name")
     if not _WAN_NAME.fullmatch(name):
@@ -447,7 +468,7 @@ def _wan(t: _Table, index: int, linkTypes: Mapping[str, Any]) -> WANConfig:
         interface=interface,
         priority=t.integer("priority", 0, 1_000_000, 10 * (index + 1)),
         masquerade=t.boolean("masquerade", True),
-        mark=t.integer("mark", 1, 0x7FFFFFFF, index + 1),
+        mark=_mark(t, index),
         table=t.integer("table", 1, 252, 100 + index),
         link=_link(t.table("link"), linkTypes),  # type: ignore[arg-type]
         health=_health(t.table("health", None)),
@@ -516,7 +537,7 @@ def parse(
     seenTables: dict[int, int] = {}
     for i, wan in enumerate(wans):
         if wan.mark in seenMarks:
-            raise ConfigError(f"wan[{i}].mark", f"mark {wan.mark} is already used by wan[{seenMarks[wan.mark]}]")
+            raise ConfigError(f"wan[{i}].mark", f"mark {wan.mark:#x} is already used by wan[{seenMarks[wan.mark]}]")
         if wan.table in seenTables:
             raise ConfigError(f"wan[{i}].table", f"routing table {wan.table} is already used by wan[{seenTables[wan.table]}]")
         seenMarks[wan.mark] = seenTables[wan.table] = i

@@ -874,6 +874,21 @@ class TCPProber(_SocketProber):
         return self._failed(OSError(error, os.strerror(error)), target, source)
 
 
+@implementer(IProber)
+class LinkOnlyProber:
+    """
+    Answers every probe at once: for links without a real interface (the
+    C{simulated} link), whose health then follows the link.
+    """
+
+    name = "none"
+
+    def probe(
+        self, target: IPv4Address, source: IPv4Address | None, mark: int, timeout: float
+    ) -> Deferred[bool]:
+        return succeed(True)
+
+
 def proberFor(probe: str, reactor: Any, *, tcpPort: int = 443) -> IProber:
     """
     @param probe: C{health.probe} from the configuration: C{"icmp"} or
@@ -896,6 +911,7 @@ __all__ = [
     "HealthStatus",
     "ICMPProber",
     "IProber",
+    "LinkOnlyProber",
     "TCPProber",
     "UNKNOWN",
     "UP",

@@ -426,6 +426,18 @@ class INATBackend(IService):
         @return: the mappings installed for C{wan}, ordered by key.
         """
 
+    def forgetOutbound(wan: str, address: IPv4Address) -> Any:
+        """
+        Forget the connections masqueraded to C{address} (the WAN C{wan}
+        failed): their next packet starts a new connection through the
+        WAN that carries the default route now, instead of hanging on the
+        failed one. Connections that came in by the WAN (port mappings)
+        are kept.
+
+        @return: a L{Deferred} that fires with L{None} when done; it does
+            not fail (problems are logged).
+        """
+
 
 class IStateStore(Interface):
     """

@@ -8,8 +8,12 @@ L{MultiWANRouter} service holds the WANs' states, recomputes on every
 change and applies the difference through an L{IRouteWriter} (the
 NetlinkService's writing half), one application at a time.
 
-Numbering (derived from the WAN's position in the configuration, index
-C{i} from 0, until a configuration key names them; L{numbersFor}):
+Numbering (C{[[wan]] table} and C{mark} in the configuration, whose
+defaults derive from the WAN's position, index C{i} from 0; L{numbersFor}
+and L{numbersFromConfig}): the configuration is the one source of truth,
+shared with the NAT backend (which sets the conntrack mark of inbound
+connections from its C{wanmark} map and copies it to the packets of both
+directions):
 
   - routing table C{100 + i};
   - firewall mark C{(i + 1) << 8} under mask C{0xff00} (isp1 C{0x100},
@@ -66,14 +70,13 @@ from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from zope.interface import Interface, implementer
 
+from gatewayd.config import MARK_MASK
 from gatewayd.observers import Observers
 
 #: The kernel's main routing table.
 MAIN_TABLE = 254
 #: The first WAN's routing table; WAN C{i} uses C{FIRST_TABLE + i}.
 FIRST_TABLE = 100
-#: The bits of the firewall mark gatewayd uses.
-MARK_MASK = 0xFF00
 #: Priority of the rule that lets the main table's specific routes win.
 RULE_SUPPRESS = 1000
 #: Priority of WAN C{i}'s firewall mark rule: C{RULE_MARK + i}.
@@ -112,6 +115,20 @@ def numbersFor(index: int) -> WANNumbers:
     if not 0 <= index < MAX_WANS:
         raise ValueError(f"at most {MAX_WANS} WANs are supported")
     return WANNumbers(FIRST_TABLE + index, (index + 1) << 8, RULE_MARK + index, RULE_SOURCE + index)
+
+
+def numbersFromConfig(wans: Sequence[Any]) -> dict[str, WANNumbers]:
+    """
+    @param wans: the L{gatewayd.config.WANConfig}s, in configuration order.
+    @return: each WAN's numbers: table and mark from its configuration,
+        rule priorities from its position.
+    """
+    if len(wans) > MAX_WANS:
+        raise ValueError(f"at most {MAX_WANS} WANs are supported")
+    return {
+        w.name: WANNumbers(w.table, w.mark, RULE_MARK + i, RULE_SOURCE + i)
+        for i, w in enumerate(wans)
+    }
 
 
 @dataclass(frozen=True)
@@ -487,20 +504,29 @@ class MultiWANRouter(Service):
         onStop: str = "keep",
         metric: int = 0,
         retryDelay: float = 5.0,
+        numbers: Mapping[str, WANNumbers] | None = None,
+        kernelCheck: Callable[[], list[str]] | None = None,
     ) -> None:
         """
         @param wans: every WAN in configuration order (their numbers come
-            from this order, see L{numbersFor}).
+            from this order, see L{numbersFor}, unless C{numbers} is given).
+        @param numbers: each WAN's numbers (L{numbersFromConfig}).
+        @param kernelCheck: returns the problems of the kernel's settings
+            (L{checkKernel}); each is logged as a warning at start.
         """
         if onStop not in ("keep", "clean"):
             raise ValueError(f"onStop must be keep or clean, not {onStop!r}")
         names = [w.name for w in wans]
         if len(set(names)) != len(names):
             raise ValueError("WAN names must be unique")
-        self._numbers = {w.name: numbersFor(i) for i, w in enumerate(wans)}
+        if numbers is None:
+            self._numbers = {w.name: numbersFor(i) for i, w in enumerate(wans)}
+        else:
+            self._numbers = {w.name: numbers[w.name] for w in wans}
         self._wans: dict[str, WANState] = {w.name: w for w in wans}
         self._clock = clock
         self._writer = writer
+        self._kernelCheck = kernelCheck
         self.onStop = onStop
         self.metric = metric
         self.retryDelay = retryDelay
@@ -596,6 +622,9 @@ class MultiWANRouter(Service):
 
     def startService(self) -> None:
         super().startService()
+        if self._kernelCheck is not None:
+            for problem in self._kernelCheck():
+                self.log.warn("Kernel setting: {problem}", problem=problem)
         self._stale = True
         self._schedule("gatewayd started")
 
@@ -668,7 +697,9 @@ class MultiWANRouter(Service):
             via = None
         if chosen is None and self._via is not None and self._wans[self._via].routable:
             via = self._via  # nothing better: keep the default route where it is
-        desired = desiredState(wans, via, self.metric)
+        desired = desiredState(
+            wans, via, self.metric, lambda index: self._numbers[wans[index].name]
+        )
         try:
             if self._stale:
                 self._current = await self._writer.read()
@@ -815,6 +846,7 @@ __all__ = [
     "desiredState",
     "diff",
     "numbersFor",
+    "numbersFromConfig",
     "readSysctls",
     "sysctlKeys",
 ]

@@ -41,6 +41,7 @@ class WANService(MultiService):
     @ivar link: its L{ILink}.
     @ivar connection: its L{WANConnection}.
     @ivar mappings: its L{WANMappings}.
+    @ivar health: its L{gatewayd.health.HealthMonitor}, or L{None}.
     """
 
     log = Logger()
@@ -57,16 +58,25 @@ class WANService(MultiService):
         upnp: UPnPConfig,
         netlink: Any = None,
         connectionDevice: str | None = None,
+        health: Any = None,
     ) -> None:
+        """
+        @param health: this WAN's L{gatewayd.health.HealthMonitor}, if any;
+            it starts after the link.
+        """
         super().__init__()
         self.setName(f"wan:{config.name}")
         self.wanName = config.name
         self.config = config
         self.link = link
+        self.health = health
         self._clock = clock
         self._nat = nat
         link.setName("link")
         link.setServiceParent(self)
+        if health is not None:
+            health.setName("health")
+            health.setServiceParent(self)
         self._unobserve: Callable[[], None] | None = None
         counters = None
         idle = None
@@ -225,14 +235,39 @@ class GatewayService(MultiService):
         self.wans: dict[str, WANService] = {}
         self.device: Any = None
         self.layer3Forwarding: Any = None
+        self.router: Any = None
+
+    def status(self) -> list[dict[str, object]]:
+        """
+        @return: one row per WAN, for the manhole: the router's view (active,
+            connected, healthy, address, table, mark) with the connection's
+            ConnectionStatus and LastConnectionError and the health
+            monitor's state, reason and timing.
+        """
+        rows = self.router.status() if self.router is not None else []
+        now = self.reactor.seconds()
+        for row in rows:
+            wan = self.wans[str(row["name"])]
+            row["connectionStatus"] = wan.connection.status
+            row["lastConnectionError"] = wan.connection.lastConnectionError
+            if wan.health is not None:
+                health = wan.health.status()
+                row["health"] = health.state
+                row["healthReason"] = health.reason
+                row["healthFor"] = round(now - health.since, 1)
+                row["targets"] = [str(t) for t in health.targets]
+                row["flaps"] = health.flaps
+        return rows
 
     def namespace(self) -> dict[str, object]:
         """
-        @return: the manhole's namespace: the live tree.
+        @return: the manhole's namespace: the live tree
+            (C{gateway.status()} shows every WAN's state).
         """
         return {
             "gateway": self,
             "wans": self.wans,
+            "router": self.router,
             "config": self.config,
             "reactor": self.reactor,
         }
@@ -246,6 +281,20 @@ def preferredOrder(wans: Mapping[str, WANService]) -> list[WANService]:
     return sorted(wans.values(), key=lambda w: w.config.priority)
 
 
+def activeOrder(wans: Mapping[str, WANService], active: str | None) -> list[WANService]:
+    """
+    @return: the active WAN first, then the others by L{preferredOrder}:
+        the order of the description (miniupnpc uses the first
+        WANIPConnection it finds).
+    """
+    order = preferredOrder(wans)
+    return sorted(order, key=lambda w: w.wanName != active)
+
+
+#: ConnectionStatus values in which a WAN carries traffic.
+CONNECTED = ("Connected", "PendingDisconnect")
+
+
 def makeGateway(
     config: Config,
     reactor: Any,
@@ -257,6 +306,7 @@ def makeGateway(
     ssdpListen: Callable[[Any], Any] | None = None,
     runner: Any = None,
     agent: Any = None,
+    prober: Any = None,
 ) -> GatewayService:
     """
     Build the whole tree from a configuration; nothing runs until it is
@@ -270,11 +320,13 @@ def makeGateway(
     @param runner: runs blocking disk writes; in a thread by default (tests
         run them at once).
     @param agent: the L{IAgent} that delivers GENA events (tests pass a fake).
+    @param prober: the L{gatewayd.health.IProber} of every WAN's health
+        monitor; by default the real one C{health.probe} names (links
+        without an interface, such as C{simulated}, are not probed).
     """
     from gatewayd import config as configModule
     from gatewayd.state import FileStateStore, threadRunner, udnSeed
-    from gatewayd.upnp.http import LANHTTPService, LANPolicy, makeSite
-    from gatewayd.upnp.description import configIdOf
+    from gatewayd.upnp.http import Descriptions, LANHTTPService, LANPolicy, makeSite
     from gatewayd.upnp.gena import EventBus, notifyAgent
     from gatewayd.upnp.ssdp import SSDPService
 
@@ -318,6 +370,10 @@ def makeGateway(
     checkCapabilities(
         [(i, w.name, types[w.link.type], w.link.settings) for i, w in enumerate(config.wans)]
     )
+    from gatewayd.health import HealthMonitor, LinkOnlyProber, proberFor
+    from gatewayd.router import numbersFromConfig
+
+    numbers = numbersFromConfig(config.wans)
     for wanConfig in config.wans:
         link = types[wanConfig.link.type].buildLink(
             LinkContext(
@@ -332,6 +388,20 @@ def makeGateway(
                 lanInterfaces=tuple(config.lan.interfaces),
             )
         )
+        if not getattr(link, "probed", True):
+            wanProber: Any = LinkOnlyProber()
+        elif prober is not None:
+            wanProber = prober
+        else:
+            wanProber = proberFor(wanConfig.health.probe, reactor)
+        health = HealthMonitor(
+            reactor,
+            wanConfig.name,
+            wanConfig.health,
+            wanProber,
+            mark=numbers[wanConfig.name].mark,
+            link=link.status,
+        )
         wan = WANService(
             wanConfig,
             link,
@@ -342,52 +412,42 @@ def makeGateway(
             upnp=config.upnp,
             netlink=netlink,
             connectionDevice=connectionDeviceUDN(seed, wanConfig.name),
+            health=health,
         )
         wan.mappings.restore(records, wan.staticMappings())
         wan.setServiceParent(gateway)
         gateway.wans[wanConfig.name] = wan
     _forgetRemovedWANs(journal, records, set(gateway.wans))
 
+    router = _buildRouter(gateway, config, reactor, netlink, numbers)
+
+    def eligible(w: WANService) -> bool:
+        return w.connection.status in CONNECTED and (w.health is None or w.health.healthy)
+
     def connections() -> list[WANConnectionRef]:
         return [
-            WANConnectionRef(
-                w.wanName,
-                connectionDeviceUDN(seed, w.wanName),
-                w.connection.status in ("Connected", "PendingDisconnect"),
-            )
-            for w in preferredOrder(gateway.wans)
+            WANConnectionRef(w.wanName, connectionDeviceUDN(seed, w.wanName), eligible(w))
+            for w in activeOrder(gateway.wans, router.active)
         ]
 
     gateway.layer3Forwarding = Layer3ForwardingService(connections)
 
-    if hasattr(netlink, "addRoute"):
-        # Until the multi-WAN router exists: the main table's default route
-        # follows the most preferred connected WAN.
-        from gatewayd.link.defaultroute import Candidate, DefaultRoute
+    devices: dict[tuple[str, ...], Any] = {}
 
-        def candidates() -> list[Candidate]:
-            return [
-                Candidate(
-                    w.config.interface,
-                    w.link.status.gateway,
-                    w.connection.status in ("Connected", "PendingDisconnect"),
-                )
-                for w in preferredOrder(gateway.wans)
-                if getattr(w.link, "configuresKernel", False)
-            ]
+    def currentDevice() -> Any:
+        order = activeOrder(gateway.wans, router.active)
+        key = tuple(w.wanName for w in order)
+        if key not in devices:
+            devices[key] = buildDevice(
+                seed,
+                config.upnp.friendlyName,
+                [WANParts(w.wanName, w.ipConnection, w.commonInterface) for w in order],
+                gateway.layer3Forwarding,
+            )
+        return devices[key]
 
-        defaultRoute = DefaultRoute(netlink, candidates, config.gateway.onStop)
-        defaultRoute.setName("default-route")
-        defaultRoute.setServiceParent(gateway)
-        for wan in gateway.wans.values():
-            wan.connection.addObserver(defaultRoute.changed)
-    gateway.device = buildDevice(
-        seed,
-        config.upnp.friendlyName,
-        [WANParts(w.wanName, w.ipConnection, w.commonInterface) for w in preferredOrder(gateway.wans)],
-        gateway.layer3Forwarding,
-    )
-    configId = configIdOf(gateway.device)
+    gateway.device = currentDevice()
+    descriptions = Descriptions(lambda: gateway.device)
 
     lan = LANPolicy()
     bus = EventBus(
@@ -402,7 +462,7 @@ def makeGateway(
     bus.setServiceParent(gateway)
     _publishEvents(gateway, bus)
     site = makeSite(
-        gateway.device, lan, reactor, eventResource=bus.resource, authorize=policy.checkAction
+        descriptions, lan, reactor, eventResource=bus.resource, authorize=policy.checkAction
     )
     http = LANHTTPService(reactor, site, config.lan.httpPort)
     http.setName("http")
@@ -410,9 +470,9 @@ def makeGateway(
 
     ssdp = SSDPService(
         reactor,
-        gateway.device,
+        lambda: gateway.device,
         httpPort=lambda: http.port,
-        configId=configId,
+        configId=lambda: descriptions.configId,
         port=ssdpPort,
         listen=ssdpListen,
     )
@@ -422,6 +482,7 @@ def makeGateway(
     LANWatcher(netlink, config.lan.interfaces, [http.setAddresses, ssdp.setAddresses]).setServiceParent(
         gateway
     )
+    _failoverEffects(gateway, router, nat, currentDevice, ssdp)
 
     if config.manhole.port:
         from gatewayd.manhole import ManholeService, checkPasswordFile
@@ -433,6 +494,177 @@ def makeGateway(
         manhole.setName("manhole")
         manhole.setServiceParent(gateway)
     return gateway
+
+
+def _buildRouter(
+    gateway: GatewayService, config: Config, reactor: Any, netlink: Any, numbers: Mapping[str, Any]
+) -> Any:
+    """
+    Build the L{gatewayd.router.MultiWANRouter} (after the WANs in the
+    tree: it starts after them and stops before them) and feed it every
+    WAN's link, connection and health.
+
+    Who owns what in the kernel: C{static} and C{dhcp} links own their
+    address, their WAN table's routes and their C{from <address>} rule
+    (they put the routes back when the interface comes back up); the
+    router owns the fwmark rules, the C{suppress_prefixlength} rule and
+    the main table's default route, and, for an C{unmanaged} link with a
+    C{gateway}, its table and source rule too. An C{unmanaged} link
+    without a C{gateway} keeps the routes its own tool set.
+    """
+    from gatewayd.router import (
+        IRouteWriter,
+        MemoryRouteWriter,
+        MultiWANRouter,
+        WANState,
+        checkKernel,
+        readSysctls,
+        sysctlKeys,
+    )
+
+    states = []
+    for wan in gateway.wans.values():
+        kernelLink = getattr(wan.link, "probed", True)
+        ownsRoutes = bool(getattr(wan.link, "configuresKernel", False))
+        hasGateway = getattr(wan.config.link.settings, "gateway", None) is not None
+        status = wan.link.status
+        states.append(
+            WANState(
+                wan.wanName,
+                wan.config.interface,
+                wan.config.priority,
+                address=status.address,
+                gateway=status.gateway,
+                managed=kernelLink and (ownsRoutes or hasGateway),
+                linkRoutes=ownsRoutes,
+            )
+        )
+    real = IRouteWriter.providedBy(netlink)
+    writer = netlink if real else MemoryRouteWriter()
+    kernelCheck = None
+    if real:
+        interfaces = [
+            w.config.interface for w in gateway.wans.values() if getattr(w.link, "probed", True)
+        ]
+
+        def kernelCheck() -> list[str]:
+            return checkKernel(readSysctls(sysctlKeys(interfaces)), interfaces)
+
+    router = MultiWANRouter(
+        reactor,
+        states,
+        writer,
+        onStop=config.gateway.onStop,
+        numbers=numbers,
+        kernelCheck=kernelCheck,
+    )
+    router.setName("router")
+    router.setServiceParent(gateway)
+    gateway.router = router
+
+    for wan in gateway.wans.values():
+        _feedRouter(router, wan)
+    return router
+
+
+def _feedRouter(router: Any, wan: WANService) -> None:
+    """
+    Tell C{router} about every change of C{wan}'s link (address, gateway;
+    its health monitor hears it first), connection and health.
+    """
+    name, health = wan.wanName, wan.health
+
+    def linkChanged(status: Any) -> None:
+        if health is not None:
+            health.linkChanged(status)
+        if not status.carrier:
+            what = "carrier lost"
+        elif status.address is None:
+            what = "no address"
+        else:
+            what = f"address {status.address}"
+        router.wanChanged(name, f"link: {what}", address=status.address, gateway=status.gateway)
+
+    def connectionChanged(*ignored: object) -> None:
+        status = wan.connection.status
+        error = wan.connection.lastConnectionError
+        why = f" ({error})" if status not in CONNECTED and error != "ERROR_NONE" else ""
+        router.wanChanged(name, f"connection {status}{why}", connected=status in CONNECTED)
+
+    wan.link.addObserver(linkChanged)
+    wan.connection.addObserver(connectionChanged)
+    if health is not None:
+        health.addObserver(
+            lambda healthy, reason: router.wanChanged(
+                name, ("healthy: " if healthy else "unhealthy: ") + reason, healthy=healthy
+            )
+        )
+    else:
+        router.wanChanged(name, "not monitored", healthy=True)
+
+
+def _failoverEffects(
+    gateway: GatewayService, router: Any, nat: Any, currentDevice: Callable[[], Any], ssdp: Any
+) -> None:
+    """
+    What follows a change of the active WAN, once the kernel's default
+    route has moved, in one step: the failed WAN's masqueraded connections
+    are forgotten (they start again through the new WAN instead of
+    hanging), the description lists the active WAN first (its CONFIGID
+    changes and SSDP announces it again), Layer3Forwarding's
+    DefaultConnectionService is evented (see L{_publishEvents}). A WAN
+    that fails while another is active has its connections forgotten at
+    once. An admin's SetDefaultConnectionService makes that WAN the most
+    preferred.
+    """
+    log = Logger()
+    forgotten: set[str] = set()  # failed WANs whose connections are forgotten
+
+    def forget(name: str) -> None:
+        if name in forgotten:
+            return
+        forgotten.add(name)
+        wan = gateway.wans[name]
+        address = wan.link.status.address
+        if address is None or not hasattr(nat, "forgetOutbound"):
+            return
+        nat.forgetOutbound(name, address.ip).addErrback(
+            lambda f: log.failure("Forgetting the connections of WAN {wan}", f, wan=name)
+        )
+
+    def eligible(name: str) -> bool:
+        return any(w.name == name and w.eligible for w in router.wans())
+
+    def activeChanged(active: str | None, previous: str | None, reason: str) -> None:
+        if previous is not None and not eligible(previous):
+            forget(previous)
+        device = currentDevice()
+        if device is not gateway.device:
+            gateway.device = device
+            ssdp.reannounce()
+
+    router.addObserver(activeChanged)
+
+    for wan in gateway.wans.values():
+        if wan.health is None:
+            continue
+
+        def healthChanged(healthy: bool, reason: str, name: str = wan.wanName) -> None:
+            if healthy:
+                forgotten.discard(name)
+            elif router.active != name:
+                forget(name)
+
+        wan.health.addObserver(healthChanged)
+
+    l3f = gateway.layer3Forwarding
+
+    def preferredChanged() -> None:
+        for wan in gateway.wans.values():
+            priority = -1 if wan.wanName == l3f.preferred else wan.config.priority
+            router.wanChanged(wan.wanName, "SetDefaultConnectionService", priority=priority)
+
+    l3f.addObserver(preferredChanged)
 
 
 def _publishEvents(gateway: GatewayService, bus: Any) -> None:
@@ -469,6 +701,8 @@ def _publishEvents(gateway: GatewayService, bus: Any) -> None:
     for wan in gateway.wans.values():
         wan.connection.addObserver(defaultMayHaveChanged)
     l3f.addObserver(defaultMayHaveChanged)
+    if gateway.router is not None:
+        gateway.router.addObserver(defaultMayHaveChanged)
 
 
 def _forgetRemovedWANs(journal: Any, records: Mapping[str, object], wans: set[str]) -> None:

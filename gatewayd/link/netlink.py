@@ -10,7 +10,8 @@ watchers hear of a change (carrier lost or back, an address added or
 removed) as soon as the kernel's event is read, within milliseconds.
 
 The writing half (L{INetlinkWriter}: link state, MTU, addresses, routes in
-any table, policy rules) sends its requests with L{NetlinkService._call}
+any table, policy rules; and L{gatewayd.router.IRouteWriter}: the multi-WAN
+router's protocol-77 routes and rules, read back and changed in order) sends its requests with L{NetlinkService._call}
 through a second socket of the service: a request awaiting its answer on
 the subscribed socket would swallow the events that arrive meanwhile. Every write is idempotent: adding what is there
 replaces it, removing what is not there succeeds.
@@ -42,6 +43,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gatewayd.interfaces import INetlink, INetlinkWriter, InterfaceState, LANAddress
+from gatewayd.router import IRouteWriter
 
 _T = TypeVar("_T")
 
@@ -167,11 +169,41 @@ def _ruleSpec(source: IPv4Network, table: int, priority: int) -> dict[str, Any]:
     }
 
 
+_SCOPES = {"universe": RT_SCOPE_UNIVERSE, "link": RT_SCOPE_LINK, "host": 254}
+_SCOPE_NAMES = {v: k for k, v in _SCOPES.items()}
+#: The kernel's "not set" for a rule's suppress_prefixlength.
+_UNSET = 0xFFFFFFFF
+
+
+def _ruleOf(msg: Any) -> Any:
+    """
+    @return: the L{gatewayd.router.Rule} an RTM_NEWRULE message describes.
+    """
+    from gatewayd.router import Rule
+
+    table = msg.get("table")
+    if table is None:
+        table = msg["table"]
+    src = msg.get("src")
+    suppress = msg.get("suppress_prefixlen")
+    mark = msg.get("fwmark")
+    mask = msg.get("fwmask")
+    return Rule(
+        priority=int(msg.get("priority") or 0),
+        table=int(table),
+        source=IPv4Network(f"{src}/{msg['src_len']}") if src else None,
+        mark=int(mark) if mark is not None else None,
+        mask=int(mask) if mark is not None and mask is not None else None,
+        suppressPrefixLength=None if suppress in (None, _UNSET) else int(suppress),
+        protocol=int(msg.get("protocol") or 0),
+    )
+
+
 def _sansStats(state: InterfaceState | None) -> InterfaceState | None:
     return None if state is None else replace(state, stats={})
 
 
-@implementer(INetlink, INetlinkWriter)
+@implementer(INetlink, INetlinkWriter, IRouteWriter)
 class NetlinkService(Service):
     """
     One rtnetlink socket: a live snapshot of interfaces and their IPv4
@@ -415,6 +447,120 @@ class NetlinkService(Service):
         """
         spec = _ruleSpec(source, table, priority)
         return self._write("rule", None, True, lambda ipr, index: ipr.rule("del", **spec))
+
+    # -- gatewayd's routes and rules (gatewayd.router.IRouteWriter) ------
+
+    def read(self) -> Deferred[Any]:
+        """
+        Read the IPv4 routes (any table) and rules that carry protocol
+        L{gatewayd.router.ROUTE_PROTOCOL}: what gatewayd (this run or an
+        earlier one) put there.
+
+        @return: a L{Deferred} firing with a L{gatewayd.router.KernelState}.
+        """
+        from gatewayd.router import ROUTE_PROTOCOL, KernelState
+
+        if not self.running and (self._ipr is None or not self._ready):
+            return fail(NetlinkNotRunning())
+
+        async def read(ipr: Any) -> KernelState:
+            routes, rules = [], []
+            async with aclosing(await ipr.route("dump", family=AF_INET)) as dump:
+                async for msg in dump:
+                    if msg.get("proto") == ROUTE_PROTOCOL:
+                        route = self._routeOf(msg)
+                        if route is not None:
+                            routes.append(route)
+            async with aclosing(await ipr.rule("dump", family=AF_INET)) as dump:
+                async for msg in dump:
+                    if msg.get("protocol") == ROUTE_PROTOCOL:
+                        rules.append(_ruleOf(msg))
+            return KernelState(frozenset(routes), frozenset(rules))
+
+        return self.whenReady().addCallback(lambda _: self._call(read))
+
+    def apply(self, ops: Sequence[Any]) -> Deferred[None]:
+        """
+        Apply L{gatewayd.router.RouteOp}s in order (see
+        L{gatewayd.router.IRouteWriter.apply}): C{add} creates and fails if
+        the route's key exists (an identical rule counts as added),
+        C{replace} creates or replaces, C{delete} removes and counts what is
+        gone as removed. Stops at the first error, an L{OSError} naming the
+        operation.
+        """
+        if not self.running and (self._ipr is None or not self._ready):
+            return fail(NetlinkNotRunning())
+        ops = list(ops)
+
+        async def applyAll(ipr: Any) -> None:
+            from pyroute2.netlink.exceptions import NetlinkError
+
+            for op in ops:
+                try:
+                    await self._applyOne(ipr, op)
+                except NetlinkError as e:
+                    isRule = not hasattr(op.item, "destination")
+                    if op.action == "delete" and e.code in _GONE["rule" if isRule else "route"]:
+                        continue
+                    if op.action == "add" and isRule and e.code == errno.EEXIST:
+                        continue
+                    raise OSError(e.code, f"{op}: {os.strerror(e.code)}") from None
+
+        return self.whenReady().addCallback(lambda _: self._call(applyAll))
+
+    def _routeOf(self, msg: Any) -> Any:
+        from gatewayd.router import Route
+
+        link = self._links.get(msg.get("oif"))
+        if link is None:
+            return None
+        table = msg.get("table")
+        if table is None:
+            table = msg["table"]
+        return Route(
+            table=int(table),
+            destination=IPv4Network(f"{msg.get('dst') or '0.0.0.0'}/{msg['dst_len']}"),
+            interface=link.name,
+            gateway=IPv4Address(g) if (g := msg.get("gateway")) else None,
+            source=IPv4Address(s) if (s := msg.get("prefsrc")) else None,
+            metric=int(msg.get("priority") or 0),
+            scope=_SCOPE_NAMES.get(msg["scope"], str(msg["scope"])),
+            protocol=int(msg["proto"]),
+        )
+
+    async def _applyOne(self, ipr: Any, op: Any) -> None:
+        item = op.item
+        if hasattr(item, "destination"):
+            state = self._states.get(item.interface)
+            if state is None:
+                if op.action == "delete":
+                    return
+                raise OSError(errno.ENODEV, f"{op}: no interface {item.interface}")
+            spec: dict[str, Any] = _routeSpec(item.destination, item.gateway, item.table)
+            spec.update(oif=state.index, proto=item.protocol)
+            if item.metric:
+                spec["priority"] = item.metric
+            spec["scope"] = _SCOPES[item.scope]
+            if op.action != "delete":
+                if item.source is not None:
+                    spec["prefsrc"] = str(item.source)
+            action = {"add": "add", "replace": "replace", "delete": "del"}[op.action]
+            await ipr.route(action, **spec)
+            return
+        rule: dict[str, Any] = {
+            "family": AF_INET,
+            "priority": item.priority,
+            "table": item.table,
+            "protocol": item.protocol,
+        }
+        if item.source is not None:
+            rule.update(src=str(item.source.network_address), src_len=item.source.prefixlen)
+        if item.mark is not None:
+            rule["fwmark"] = item.mark
+            rule["fwmask"] = item.mask if item.mask is not None else 0xFFFFFFFF
+        if item.suppressPrefixLength is not None:
+            rule["suppress_prefixlen"] = item.suppressPrefixLength
+        await ipr.rule("del" if op.action == "delete" else "add", **rule)
 
     def _write(
         self,

@@ -62,6 +62,8 @@ class SimulatedLink(ObservableLink):
     disconnected (the initial state).
     """
 
+    #: It has no interface to send probes from: its health follows it.
+    probed = False
     controllable = True
 
     def __init__(self, interface: str, settings: SimulatedSettings) -> None:

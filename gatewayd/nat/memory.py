@@ -123,6 +123,8 @@ class MemoryNATBackend(Service):
 
     def __init__(self) -> None:
         self._installed: dict[tuple[str, str, int, str], NATMapping] = {}
+        #: (wan, address) of every L{forgetOutbound} call, in order.
+        self.forgotten: list[tuple[str, IPv4Address]] = []
 
     def apply(self, add: list[NATMapping], remove: list[NATMapping]) -> Deferred[None]:
         """
@@ -146,3 +148,10 @@ class MemoryNATBackend(Service):
         @return: the mappings installed for C{wan}, ordered by key.
         """
         return sorted((m for m in self._installed.values() if m.wan == wan), key=lambda m: m.key)
+
+    def forgetOutbound(self, wan: str, address: IPv4Address) -> Deferred[None]:
+        """
+        Record the request (there are no connections in memory).
+        """
+        self.forgotten.append((wan, address))
+        return succeed(None)

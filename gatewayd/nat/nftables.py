@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from zope.interface import implementer
@@ -33,6 +34,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from gatewayd.config import MARK_MASK
 from gatewayd.errors import ConfigError
 from gatewayd.interfaces import INATBackend, NATMapping
 from gatewayd.nat.memory import InvalidMapping, NATError, describe, planChange
@@ -215,6 +217,11 @@ def tableScript(settings: TableSettings, elements: Mapping[Key, Value]) -> str:
         "\tchain inbound {",
         "\t\ttype filter hook prerouting priority mangle; policy accept;",
         "\t\tct state new ct mark set iifname map @wanmark",
+        # Both directions of a connection that came in by a WAN carry its
+        # mark: the replies from the LAN then follow the WAN's fwmark rule
+        # (gatewayd.router) out by the WAN they came in on, and inbound
+        # packets pass strict rp_filter with src_valid_mark=1.
+        f"\t\tct mark and {MARK_MASK:#x} != 0 meta mark set ct mark and {MARK_MASK:#x}",
         "\t}",
         "\tchain forwarding {",
         "\t\ttype filter hook forward priority filter; policy accept;",
@@ -222,6 +229,10 @@ def tableScript(settings: TableSettings, elements: Mapping[Key, Value]) -> str:
         "\t}",
         "\tchain postrouting {",
         "\t\ttype nat hook postrouting priority srcnat; policy accept;",
+        # A connection leaving by a WAN stays with it (its later packets
+        # get the mark in prerouting): a failback does not move flows that
+        # work; the flows of a failed WAN are forgotten (forgetOutbound).
+        f"\t\tct mark and {MARK_MASK:#x} == 0 ct mark set oifname map @wanmark",
         "\t\toifname @masq fib saddr type != local masquerade",
     ]
     lines += ["\t}", "}"]
@@ -285,6 +296,16 @@ def conntrackArguments(key: Key, value: Value, mark: int | None) -> list[str]:
     if mark is not None:
         argv += ["--mark", str(mark)]
     return argv
+
+
+def outboundConntrackArguments(address: IPv4Address) -> list[str]:
+    """
+    Pure: C{conntrack} arguments deleting the IPv4 connections whose replies
+    go to C{address}: those masqueraded to that WAN address (and the
+    router's own from it), not the ones that came in by it (their replies
+    go to the remote peer).
+    """
+    return ["-D", "-f", "ipv4", "--reply-dst", str(address)]
 
 
 @dataclass(frozen=True)
@@ -649,6 +670,34 @@ class NFTablesBackend(Service):
             return
         if self._rebuild is None:
             self._rebuild = how
+
+    def forgetOutbound(self, wan: str, address: IPv4Address) -> Deferred[None]:
+        """
+        Delete the conntrack entries of connections masqueraded to
+        C{address}, the address of the failed WAN C{wan} (see
+        L{INATBackend.forgetOutbound}); failures are logged.
+        """
+        return Deferred.fromCoroutine(self._forgetOutbound(wan, address))
+
+    async def _forgetOutbound(self, wan: str, address: IPv4Address) -> None:
+        argv = self._conntrack + outboundConntrackArguments(address)
+        try:
+            result = await self._run(argv, b"")
+        except Exception as e:
+            result = ProcessResult(None, b"", str(e).encode())
+        # conntrack exits with 1 when nothing matched.
+        if result.code not in (0, 1):
+            self.log.warn(
+                "Could not forget the connections of WAN {wan} through {address}: {err}",
+                wan=wan, address=str(address), err=result.err.decode(errors="replace").strip(),
+            )
+            return
+        counted = re.search(rb"(\d+) flow entries have been deleted", result.err + result.out)
+        self.log.info(
+            "WAN {wan}: forgot {count} connections masqueraded to {address}; they start again "
+            "through the active WAN",
+            wan=wan, address=str(address), count=int(counted.group(1)) if counted else 0,
+        )
 
     async def _forget(self, elements: Mapping[Key, Value]) -> None:
         """

@@ -124,8 +124,10 @@ class DaemonTests(LabTestCase):
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         answer = json.loads(result.stdout)
         # async-upnp-client keeps embedded devices in a dict keyed by device
-        # type, so of several WANDevice:2 it sees the last one: isp2 here.
-        self.assertEqual(answer["out_parameters"], {"NewExternalIPAddress": "198.51.101.2"})
+        # type, so of several WANDevice:2 it sees the last one: its
+        # User-Agent (aiohttp) gets the description with the active WAN
+        # last, so it sees isp1, the active WAN.
+        self.assertEqual(answer["out_parameters"], {"NewExternalIPAddress": "203.0.114.2"})
 
     def test_descriptionListsBothWANs(self) -> None:
         """

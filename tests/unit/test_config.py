@@ -86,8 +86,13 @@ BROKEN: list[tuple[str, str, str]] = [
     ),
     (
         "duplicate mark",
-        MINIMAL + '\n[[wan]]\nname = "isp2"\ninterface = "eth2"\nmark = 1\nlink = { type = "unmanaged" }\n',
-        "wan[1].mark: mark 1 is already used by wan[0]",
+        MINIMAL + '\n[[wan]]\nname = "isp2"\ninterface = "eth2"\nmark = 0x100\nlink = { type = "unmanaged" }\n',
+        "wan[1].mark: mark 0x100 is already used by wan[0]",
+    ),
+    (
+        "mark outside gatewayd's bits",
+        MINIMAL.replace('interface = "eth1"', 'interface = "eth1"\nmark = 0x101'),
+        "wan[0].mark: expected a multiple of 0x100 from 0x100 to 0xff00 (gatewayd's mark bits are 0xff00); got 0x101",
     ),
     (
         "routing table out of range",
@@ -290,6 +295,7 @@ class GoodConfigurationTests(SynchronousTestCase):
         )
         self.assertEqual(parsed.wans[0].staticMappings[0].internalClient, IPv4Address("192.168.1.10"))
         self.assertEqual(parsed.wans[0].health.targets, (IPv4Address("9.9.9.9"), IPv4Address("1.1.1.1")))
+        self.assertEqual([(w.mark, w.table) for w in parsed.wans], [(0x100, 100), (0x200, 101)])
 
     def test_demoConfiguration(self) -> None:
         """

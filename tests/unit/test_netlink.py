@@ -375,3 +375,80 @@ class KernelWriteTests(SynchronousTestCase):
             self.assertNotIn("table 100", routes)
         finally:
             waitFor(netlink.stopService())
+
+
+class RouteWriterTests(SynchronousTestCase):
+    """
+    The service is the multi-WAN router's L{IRouteWriter} on the real
+    kernel.
+    """
+
+    def test_routerOps(self) -> None:
+        """
+        In a namespace of its own: the router's routes (WAN table, main
+        default route) and rules (fwmark with mask, from address,
+        suppress_prefixlength) are added, read back exactly (protocol 77
+        only, not the kernel's own), replaced atomically, and deleted
+        (twice: deleting what is gone succeeds); adding an existing route
+        key fails and stops the rest.
+        """
+        from ipaddress import IPv4Address, IPv4Network
+
+        from gatewayd.router import (
+            MAIN_TABLE,
+            IRouteWriter,
+            KernelState,
+            Route,
+            RouteOp,
+            Rule,
+            WANState,
+            desiredState,
+            diff,
+        )
+
+        reactor = asyncioReactor()
+        if os.geteuid() != 0:
+            raise SkipTest("creating a network namespace needs root")
+        ns = f"gwd-test-{token_hex(2)}"
+        ip("netns", "add", ns)
+        self.addCleanup(subprocess.run, ["ip", "netns", "del", ns], capture_output=True, timeout=10)
+        for wan, isp, address in (("wan0", "isp0", "198.51.100.2/24"), ("wan1", "isp1", "203.0.113.2/24")):
+            ip("-n", ns, "link", "add", wan, "type", "veth", "peer", "name", isp)
+            ip("-n", ns, "addr", "add", address, "dev", wan)
+            ip("-n", ns, "link", "set", isp, "up")
+            ip("-n", ns, "link", "set", wan, "up")
+        netlink = NetlinkService(reactor, netns=ns)
+        self.assertTrue(verifyObject(IRouteWriter, netlink))
+        netlink.startService()
+        try:
+            waitFor(netlink.whenReady())
+            wans = [
+                WANState("isp1", "wan0", 10, True, True, IPv4Interface("198.51.100.2/24"), IPv4Address("198.51.100.1")),
+                WANState("isp2", "wan1", 20, True, True, IPv4Interface("203.0.113.2/24"), None),
+            ]
+            first = desiredState(wans, "isp1")
+            waitFor(netlink.apply(diff(KernelState(), first)))
+            self.assertEqual(waitFor(netlink.read()), first)
+            rules = subprocess.run(["ip", "-n", ns, "rule"], capture_output=True, text=True, timeout=10).stdout
+            self.assertIn("lookup main suppress_prefixlength 0 proto 77", rules)
+            self.assertIn("fwmark 0x200/0xff00 lookup 101 proto 77", rules)
+            second = desiredState(wans, "isp2")
+            ops = diff(first, second)
+            self.assertEqual([op.action for op in ops if op.item.table == MAIN_TABLE], ["replace"])
+            waitFor(netlink.apply(ops))
+            self.assertEqual(waitFor(netlink.read()), second)
+            main = subprocess.run(["ip", "-n", ns, "route", "show", "default"], capture_output=True, text=True, timeout=10).stdout
+            self.assertEqual(main.strip(), "default dev wan1 proto 77 scope link src 203.0.113.2")
+            existing = Route(MAIN_TABLE, IPv4Network("0.0.0.0/0"), "wan0", IPv4Address("198.51.100.1"))
+            extra = Rule(1300, 100, source=IPv4Network("10.9.9.9/32"))
+            with self.assertRaises(OSError):
+                waitFor(netlink.apply([RouteOp("add", existing), RouteOp("add", extra)]))
+            self.assertEqual(waitFor(netlink.read()), second)
+            for _ in range(2):
+                waitFor(netlink.apply(diff(second, KernelState())))
+            self.assertEqual(sorted(map(str, waitFor(netlink.read()).routes)), [])
+            self.assertEqual(waitFor(netlink.read()), KernelState())
+            rules = subprocess.run(["ip", "-n", ns, "rule"], capture_output=True, text=True, timeout=10).stdout
+            self.assertNotIn("proto 77", rules)
+        finally:
+            waitFor(netlink.stopService())

@@ -110,13 +110,29 @@ class TextTests(SynchronousTestCase):
         few = tableScript(SETTINGS, kernelElements([mapping(1000)]))
         many = tableScript(SETTINGS, kernelElements([mapping(p) for p in range(1000, 3000)]))
         self.assertEqual(rules(few), rules(many))
-        self.assertEqual(len(rules(few)), 6)
+        self.assertEqual(len(rules(few)), 8)
+
+    def test_forgetOutboundArguments(self) -> None:
+        """
+        The connections of a failed WAN are found by their reply
+        destination, the WAN's address: masqueraded ones, not those that
+        came in by it.
+        """
+        from ipaddress import IPv4Address
+
+        from gatewayd.nat.nftables import outboundConntrackArguments
+
+        self.assertEqual(
+            outboundConntrackArguments(IPv4Address("203.0.113.2")),
+            ["-D", "-f", "ipv4", "--reply-dst", "203.0.113.2"],
+        )
 
     def test_table(self) -> None:
         """
         The script replaces the table atomically (add, delete, define), DNATs
         only traffic to the router, narrow mappings first, marks inbound
-        connections per WAN and masquerades per WAN.
+        connections per WAN (and copies the mark to their packets) and
+        masquerades per WAN.
         """
         script = tableScript(SETTINGS, {})
         lines = script.splitlines()
@@ -134,6 +150,10 @@ class TextTests(SynchronousTestCase):
         self.assertIn('elements = { "eth1" : 0x1,', body)
         self.assertIn('elements = { "eth1" }', body)  # isp2 does not masquerade
         self.assertIn("ct state new ct mark set iifname map @wanmark", body)
+        # Both directions carry the WAN's mark, for the router's fwmark rules.
+        self.assertIn("ct mark and 0xff00 != 0 meta mark set ct mark and 0xff00", body)
+        # Connections leaving by a WAN stay with it.
+        self.assertIn("ct mark and 0xff00 == 0 ct mark set oifname map @wanmark", body)
         self.assertIn("ct status dnat accept", body)
         self.assertIn("oifname @masq fib saddr type != local masquerade", body)
         self.assertNotIn("elements = {  }", script)

@@ -32,7 +32,9 @@ from gatewayd.router import (
     chooseActive,
     desiredState,
     diff,
+    WANNumbers,
     numbersFor,
+    numbersFromConfig,
     readSysctls,
     sysctlKeys,
 )
@@ -74,6 +76,32 @@ class NumbersTests(SynchronousTestCase):
         )
         self.assertEqual(numbersFor(99).mark, 0x6400)
         self.assertRaises(ValueError, numbersFor, 100)
+
+    def test_fromConfiguration(self) -> None:
+        """
+        The configuration's C{table} and C{mark} are the WAN's numbers, the
+        same ones the NAT backend marks connections with; the router's
+        tables and rules use them.
+        """
+        from gatewayd import config
+
+        parsed = config.parse(
+            '[lan]\ninterfaces = ["br-lan"]\n[[wan]]\nname = "isp1"\ninterface = "eth1"\ntable = 150\nmark = 0x300\n'
+            'link = { type = "unmanaged" }\n'
+            '[[wan]]\nname = "isp2"\ninterface = "eth2"\nlink = { type = "unmanaged" }\n',
+            "/etc/gatewayd",
+        )
+        numbers = numbersFromConfig(parsed.wans)
+        self.assertEqual(numbers["isp1"], WANNumbers(150, 0x300, 1100, 1200))
+        self.assertEqual(numbers["isp2"], WANNumbers(101, 0x200, 1101, 1201))
+        writer = MemoryRouteWriter()
+        service = MultiWANRouter(Clock(), [ISP1, ISP2], writer, numbers=numbers)
+        service.startService()
+        self.assertIn(
+            Rule(1100, 150, mark=0x300, mask=0xFF00), writer.state.rules
+        )
+        self.assertEqual(service.numbers("isp1").table, 150)
+        self.assertIsNotNone(writer.state.defaultRoute(150))
 
 
 class ChooseTests(SynchronousTestCase):

@@ -120,7 +120,8 @@ class GatewayTests(SynchronousTestCase):
         """
         names = [s.name for s in self.gateway]
         self.assertEqual(
-            names, ["nat", "journal", "wan:backup", "wan:fibre", "events", "http", "ssdp", "lan"]
+            names,
+            ["nat", "journal", "wan:backup", "wan:fibre", "router", "events", "http", "ssdp", "lan"],
         )
         self.assertEqual(list(self.gateway.wans), ["backup", "fibre"])
 
@@ -386,7 +387,7 @@ class EventingTests(SynchronousTestCase):
         Pulling the cable sends ConnectionStatus and ExternalIPAddress to
         WANIPConnection subscribers, PhysicalLinkStatus to
         WANCommonInterfaceConfig subscribers, and the default connection
-        service moves to the other WAN.
+        service moves to the other WAN, which the description lists first.
         """
         self.subscribe(b"/evt/fibre/WANIPConn1")
         self.latest()
@@ -409,6 +410,164 @@ class EventingTests(SynchronousTestCase):
         self.assertEqual(changes["ConnectionStatus"], "Disconnected")
         self.assertEqual(changes["ExternalIPAddress"], "")
         self.assertEqual(changes["PhysicalLinkStatus"], "Down")
-        backup = self.gateway.device.devices[1].devices[0].udn
+        # The description now lists the backup, the active WAN, first.
+        self.assertIn("backup", self.gateway.device.devices[0].friendlyName)
+        backup = self.gateway.device.devices[0].devices[0].udn
         self.assertNotEqual(changes["DefaultConnectionService"], initial)
         self.assertTrue(changes["DefaultConnectionService"].startswith(backup))
+
+
+MULTIWAN = """
+[gateway]
+state_dir = "{state}"
+nat = "memory"
+
+[lan]
+interfaces = ["br-lan"]
+http_port = 5000
+
+[[wan]]
+name = "fibre"
+interface = "eth1"
+priority = 10
+link = {{ type = "unmanaged", gateway = "203.0.114.1" }}
+
+[[wan]]
+name = "cable"
+interface = "eth2"
+priority = 20
+link = {{ type = "unmanaged", gateway = "198.51.100.1" }}
+"""
+
+ETH2 = InterfaceState("eth2", 5, up=True, carrier=True, addresses=(IPv4Interface("198.51.100.2/24"),))
+
+
+class ScriptedProber:
+    """
+    Answers a probe if its target is not in L{silent}; records every probe.
+    """
+
+    name = "icmp"
+
+    def __init__(self) -> None:
+        self.silent: set[str] = set()
+        self.probes: list[tuple[str, str, int]] = []
+
+    def probe(self, target, source, mark, timeout):  # type: ignore[no-untyped-def]
+        from twisted.internet.defer import succeed
+
+        self.probes.append((str(target), str(source), mark))
+        return succeed(str(target) not in self.silent)
+
+
+class FailoverTests(SynchronousTestCase):
+    """
+    Two WANs with gateways, probed: what an upstream blackout and a carrier
+    loss change, all together.
+    """
+
+    def setUp(self) -> None:
+        from gatewayd.state import runSynchronously
+
+        self.state = Path(temporaryPath(self).path)
+        self.reactor = ListeningReactor()
+        self.netlink = FakeNetlink([LAN, ETH1, ETH2])
+        self.prober = ScriptedProber()
+        self.ssdp = FakePacketInfoTransport()
+        self.gateway = makeGateway(
+            config.parse(MULTIWAN.format(state=self.state)),
+            self.reactor,
+            netlink=self.netlink,
+            ssdpListen=lambda protocol: self.ssdp,
+            runner=runSynchronously,
+            agent=FakeAgent(),
+            prober=self.prober,
+        )
+        self.gateway.startService()
+        self.addCleanup(self.gateway.stopService)
+        self.router = self.gateway.router
+
+    def controlURLs(self, userAgent: str = "Debian/12 UPnP/1.1 MiniUPnPc/2.2.4") -> list[str]:
+        site = self.reactor.tcpServers[0][1]
+        address = IPv4Address("TCP", "192.168.1.20", 40000)
+        channel = site.buildProtocol(address)
+        transport = StringTransport(peerAddress=address)
+        channel.makeConnection(transport)
+        channel.dataReceived(
+            b"GET /rootDesc.xml HTTP/1.1\r\nHost: 192.168.1.1:5000\r\nUser-Agent: "
+            + userAgent.encode()
+            + b"\r\nConnection: close\r\n\r\n"
+        )
+        body = transport.value().split(b"\r\n\r\n", 1)[1]
+        ns = {"d": "urn:schemas-upnp-org:device-1-0"}
+        return etree.fromstring(body).xpath(
+            "//d:service[d:serviceType='urn:schemas-upnp-org:service:WANIPConnection:2']"
+            "/d:controlURL/text()",
+            namespaces=ns,
+        )
+
+    def test_probesCarryTheWANsSourceAndMark(self) -> None:
+        """
+        Each WAN's gateway is probed from the WAN's address with the WAN's
+        mark (config order: 0x100, 0x200); the preferred WAN is active.
+        """
+        self.assertIn(("203.0.114.1", "203.0.114.2", 0x100), self.prober.probes)
+        self.assertIn(("198.51.100.1", "198.51.100.2", 0x200), self.prober.probes)
+        self.assertEqual(self.router.active, "fibre")
+        self.assertEqual(self.controlURLs(), ["/ctl/fibre/WANIPConn1", "/ctl/cable/WANIPConn1"])
+
+    def test_blackout(self) -> None:
+        """
+        When the preferred WAN's gateway stops answering (link up), the
+        router moves to the other WAN within down_after rounds; the failed
+        WAN stays Connected (a routing state, not a tear-down) but its
+        masqueraded connections are forgotten, the description lists the
+        active WAN first for miniupnpc and last for async-upnp-client, its
+        CONFIGID changes, and the manhole's status says why. When the
+        gateway answers again for up_after rounds and the flap guard's
+        hold, the router fails back.
+        """
+        configIds = {self.gateway.getServiceNamed("ssdp")._configId()}
+        self.prober.silent.add("203.0.114.1")
+        self.reactor.advance(1)
+        self.reactor.advance(1)
+        self.assertEqual(self.router.active, "fibre")
+        self.reactor.advance(1)
+        self.assertEqual(self.router.active, "cable")
+        fibre = self.gateway.wans["fibre"]
+        self.assertEqual(fibre.connection.status, "Connected")
+        nat = self.gateway.getServiceNamed("nat")
+        self.assertEqual([(w, str(a)) for w, a in nat.forgotten], [("fibre", "203.0.114.2")])
+        self.assertEqual(self.controlURLs(), ["/ctl/cable/WANIPConn1", "/ctl/fibre/WANIPConn1"])
+        self.assertEqual(
+            self.controlURLs("Python/3.11 aiohttp/3.14.5"),
+            ["/ctl/fibre/WANIPConn1", "/ctl/cable/WANIPConn1"],
+        )
+        configIds.add(self.gateway.getServiceNamed("ssdp")._configId())
+        self.assertEqual(len(configIds), 2)
+        [row] = [r for r in self.gateway.status() if r["name"] == "fibre"]
+        self.assertEqual(
+            (row["active"], row["connectionStatus"], row["health"]), (False, "Connected", "down")
+        )
+        self.assertIn("no answer from 203.0.114.1 in 3 rounds", str(row["healthReason"]))
+        self.prober.silent.clear()
+        # It was up for less than a minute: a flap, so it must answer for
+        # the flap guard's 10 s, beyond up_after rounds, before failback.
+        waited = 0
+        while self.router.active == "cable" and waited < 20:
+            self.reactor.advance(1)
+            waited += 1
+        self.assertEqual(self.router.active, "fibre")
+        self.assertIn(waited, (10, 11))
+        # Failing back leaves the backup's working connections alone.
+        self.assertEqual(len(nat.forgotten), 1)
+
+    def test_carrierLoss(self) -> None:
+        """
+        Losing the preferred WAN's carrier moves the router at once, in the
+        same reactor turn, and takes its Connection out of Connected.
+        """
+        self.netlink.setState(InterfaceState("eth1", 4, up=True, carrier=False, addresses=ETH1.addresses))
+        self.assertEqual(self.router.active, "cable")
+        self.assertNotEqual(self.gateway.wans["fibre"].connection.status, "Connected")
+        self.assertEqual(self.controlURLs()[0], "/ctl/cable/WANIPConn1")

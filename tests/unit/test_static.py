@@ -1,7 +1,8 @@
 """
 Tests for L{gatewayd.link.static}, L{gatewayd.link.addressing},
-L{gatewayd.link.capabilities} and L{gatewayd.link.defaultroute}: what a
-static WAN puts into the kernel (through a fake), and when.
+and L{gatewayd.link.capabilities}: what a static WAN puts into the kernel
+(through a fake), and when. (The main table's default route is the
+multi-WAN router's: tests.unit.test_router.)
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from gatewayd.errors import ConfigError
 from gatewayd.interfaces import ILink, ILinkType, INetlinkWriter, InterfaceState, LinkContext
 from gatewayd.link.addressing import DEFAULT, RULE_PRIORITY
 from gatewayd.link.capabilities import checkCapabilities, missingCapabilities
-from gatewayd.link.defaultroute import Candidate, DefaultRoute
 from gatewayd.link.static import StaticLinkType, StaticSettings
 from tests.fakes import FakeKernel
 
@@ -283,33 +283,3 @@ class CapabilityTests(SynchronousTestCase):
         self.assertIn("CAP_NET_RAW", str(e.exception))
         self.assertNotIn("CAP_NET_ADMIN and", str(e.exception))
         checkCapabilities(wans, effective=(1 << 12) | (1 << 13))
-
-
-class DefaultRouteTests(SynchronousTestCase):
-    """
-    The main table's default route follows the preferred connected WAN.
-    """
-
-    def test_follows(self) -> None:
-        """
-        The first connected WAN with a gateway gets the default route; when
-        none is connected it is removed; a clean stop removes it too.
-        """
-        netlink = FakeKernel([InterfaceState("eth1", 3), InterfaceState("eth2", 4)])
-        wans = [
-            Candidate("eth1", IPv4Address("203.0.113.1"), True),
-            Candidate("eth2", IPv4Address("198.51.100.1"), True),
-        ]
-        route = DefaultRoute(netlink, lambda: wans, "clean")
-        route.startService()
-        self.assertEqual({r[:4] for r in netlink.routes}, {("eth1", DEFAULT, IPv4Address("203.0.113.1"), 254)})
-        wans[0] = Candidate("eth1", IPv4Address("203.0.113.1"), False)
-        route.changed()
-        self.assertEqual({r[:4] for r in netlink.routes}, {("eth2", DEFAULT, IPv4Address("198.51.100.1"), 254)})
-        wans[1] = Candidate("eth2", IPv4Address("198.51.100.1"), False)
-        route.changed()
-        self.assertEqual(netlink.routes, set())
-        wans[1] = Candidate("eth2", IPv4Address("198.51.100.1"), True)
-        route.changed()
-        self.successResultOf(route.stopService())
-        self.assertEqual(netlink.routes, set())
