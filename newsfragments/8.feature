@@ -1,0 +1,1 @@
+Multi-WAN failover: per-WAN routing tables and mark rules, health probes with hysteresis and a flap guard, and a default route that moves to the best healthy WAN within a second of carrier loss and within 4 s of an upstream blackout, shown to miniupnpc and async-upnp-client alike.
