@@ -37,11 +37,14 @@ class GatewayConfig:
     @ivar stateDir: absolute path of the state directory.
     @ivar nat: C{"nftables"} or C{"memory"}.
     @ivar onStop: C{"keep"} or C{"clean"}.
+    @ivar hairpin: whether LAN hosts reach port mappings through the WAN
+        addresses.
     """
 
     stateDir: str = "/var/lib/gatewayd"
     nat: str = "nftables"
     onStop: str = "keep"
+    hairpin: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,9 @@ class HealthConfig:
     interval: float = 1.0
     downAfter: int = 3
     upAfter: int = 3
+    flapWindow: float = 60.0
+    flapHold: float = 10.0
+    flapMaxHold: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -325,6 +331,7 @@ def _gateway(t: _Table, base: Path) -> GatewayConfig:
         stateDir=_path(base, t.string("state_dir", GatewayConfig.stateDir)),
         nat=t.choice("nat", ("nftables", "memory"), GatewayConfig.nat),
         onStop=t.choice("on_stop", ("keep", "clean"), GatewayConfig.onStop),
+        hairpin=t.boolean("hairpin", GatewayConfig.hairpin),
     )
     t.finish()
     return config
@@ -403,7 +410,12 @@ def _health(t: _Table | None) -> HealthConfig:
         interval=t.number("interval", 0.1, 3600, HealthConfig.interval),
         downAfter=t.integer("down_after", 1, 1000, HealthConfig.downAfter),
         upAfter=t.integer("up_after", 1, 1000, HealthConfig.upAfter),
+        flapWindow=t.number("flap_window", 0, 86400, HealthConfig.flapWindow),
+        flapHold=t.number("flap_hold", 0, 86400, HealthConfig.flapHold),
+        flapMaxHold=t.number("flap_max_hold", 0, 86400, HealthConfig.flapMaxHold),
     )
+    if config.flapMaxHold < config.flapHold:
+        raise ConfigError(t.at("flap_max_hold"), f"expected at least flap_hold ({config.flapHold:g})")
     t.finish()
     return config
 

@@ -370,7 +370,7 @@ def makeGateway(
     checkCapabilities(
         [(i, w.name, types[w.link.type], w.link.settings) for i, w in enumerate(config.wans)]
     )
-    from gatewayd.health import HealthMonitor, LinkOnlyProber, proberFor
+    from gatewayd.health import FlapGuard, HealthMonitor, LinkOnlyProber, proberFor
     from gatewayd.router import numbersFromConfig
 
     numbers = numbersFromConfig(config.wans)
@@ -401,6 +401,9 @@ def makeGateway(
             wanProber,
             mark=numbers[wanConfig.name].mark,
             link=link.status,
+            flapGuard=FlapGuard(
+                wanConfig.health.flapWindow, wanConfig.health.flapHold, wanConfig.health.flapMaxHold
+            ),
         )
         wan = WANService(
             wanConfig,
