@@ -236,6 +236,7 @@ class HealthMonitor(Service):
         self._inFlight: int | None = None
         self._probes: list[Deferred[bool]] = []
         self._heldReported = False
+        self._noTargetsReported = False
 
     # Inputs and outputs
 
@@ -305,6 +306,7 @@ class HealthMonitor(Service):
         old, self._link = self._link, status
         if not self.running:
             return
+        self._checkTargets()
         if not status.usable:
             self._stopProbing()
             self._goDown(self._linkReason(status))
@@ -316,12 +318,7 @@ class HealthMonitor(Service):
 
     def startService(self) -> None:
         super().startService()
-        if not self.targets():
-            self.log.info(
-                "WAN {wan} has no probe targets (none configured, no gateway known): "
-                "its health follows its link",
-                wan=self.wan,
-            )
+        self._checkTargets()
         if self._link.usable:
             self._runRound()
         else:
@@ -330,6 +327,25 @@ class HealthMonitor(Service):
     def stopService(self) -> None:
         super().stopService()
         self._stopProbing()
+
+    def _checkTargets(self) -> None:
+        """
+        Say once that the WAN has nothing to probe, when that is settled: its
+        link is usable (it has its address, and whatever gateway it will
+        learn with it) and still no gateway is known. Not at start, when a
+        link often has not reported its gateway yet. Said again if it
+        becomes true again after targets were known.
+        """
+        if self.targets():
+            self._noTargetsReported = False
+        elif self._link.usable and not self._noTargetsReported:
+            self._noTargetsReported = True
+            self.log.info(
+                "WAN {wan} has no probe targets (none configured, no gateway known with "
+                "address {address}): its health follows its link",
+                wan=self.wan,
+                address=self._link.address,
+            )
 
     # Rounds
 

@@ -83,6 +83,24 @@ class ISPLab:
         self.processes.append(process)
         return process
 
+    def addISP(self, interface: str, ispAddress: str) -> Namespace:
+        """
+        Give the gateway another WAN interface, C{interface} (no address),
+        linked to a new ISP namespace whose C{isp0} has C{ispAddress}/24
+        (removed with the lab).
+
+        @return: the new ISP's namespace.
+        """
+        isp = Namespace(f"{self.prefix}-{interface}")
+        run("ip", "netns", "add", isp.name)
+        self.namespaces = (*self.namespaces, isp)
+        isp.ip("link", "set", "lo", "up")
+        isp.run("sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
+        run("ip", "link", "add", interface, "netns", self.gw.name, "type", "veth", "peer", "isp0", "netns", isp.name)
+        isp.ip("addr", "add", ispAddress + "/24", "dev", "isp0")
+        isp.ip("link", "set", "isp0", "up")
+        return isp
+
     def startDHCP(self, first: str, last: str, lease: int = 120, extra: Sequence[str] = ()) -> None:
         """
         Run dnsmasq as the ISP's DHCP server (no DNS), authoritative, handing
@@ -90,8 +108,26 @@ class ISPLab:
         """
         self.stopDHCP()
         self.dhcpLog = self.work / "dnsmasq.log"
-        self.dnsmasq = self.spawn(
-            self.isp,
+        self.dnsmasq = self.serveDHCP(self.isp, self.ispAddress, first, last, "dnsmasq", lease, extra)
+
+    def serveDHCP(
+        self,
+        isp: Namespace,
+        router: str,
+        first: str,
+        last: str,
+        name: str,
+        lease: int = 120,
+        extra: Sequence[str] = (),
+    ) -> subprocess.Popen[bytes]:
+        """
+        Run dnsmasq in C{isp} on its C{isp0}, as L{startDHCP} does, with
+        C{router} as the default gateway it hands out; its log, leases and
+        pid files are C{name}.log, .leases and .pid in the work directory.
+        It stops with the lab.
+        """
+        return self.spawn(
+            isp,
             [
                 DNSMASQ,
                 "--no-daemon",
@@ -101,13 +137,13 @@ class ISPLab:
                 "--dhcp-authoritative",
                 "--log-dhcp",
                 f"--dhcp-range={first},{last},255.255.255.0,{lease}",
-                f"--dhcp-leasefile={self.work / 'dnsmasq.leases'}",
-                f"--pid-file={self.work / 'dnsmasq.pid'}",
-                "--dhcp-option=option:router," + self.ispAddress,
+                f"--dhcp-leasefile={self.work / (name + '.leases')}",
+                f"--pid-file={self.work / (name + '.pid')}",
+                "--dhcp-option=option:router," + router,
                 "--dhcp-option=option:dns-server,203.0.114.53",
                 *extra,
             ],
-            self.dhcpLog,
+            self.work / (name + ".log"),
         )
 
     def stopDHCP(self) -> None:

@@ -19,8 +19,10 @@ from typing import Callable
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.integration.isplab import DNSMASQ, ISPLab, waitUntil
 from tests.integration.netns import Lab, Namespace, addISP, requireCapabilities
 from tests.integration.test_daemon import TWISTD, upnpClient
+from tests.integration.test_events import MANHOLE
 from tests.integration.test_nat import FLOW, PROBE, SERVER, SOAP
 
 INTERNET = "198.18.0.10"
@@ -39,6 +41,10 @@ http_port = 5000
 [upnp]
 friendly_name = "gatewayd multi-WAN test"
 secure_mode = false
+
+[manhole]
+port = 6023
+password_file = "{passwords}"
 
 [[wan]]
 name = "isp1"
@@ -73,7 +79,10 @@ class MultiWANCase(SynchronousTestCase):
             self.serve(isp, name, "udp/7", code=SERVER.replace('s.bind(("0.0.0.0"', f's.bind(("{INTERNET}"'))
         self.serve(self.lab.lan, "lan", "tcp/8080")
         config = self.work / "gatewayd.toml"
-        config.write_text(CONFIG.format(state=self.work / "state"))
+        passwords = self.work / "manhole.passwd"
+        passwords.write_text("admin:sesame\n")
+        passwords.chmod(0o600)
+        config.write_text(CONFIG.format(state=self.work / "state", passwords=passwords))
         self.log = self.work / "gatewayd.log"
         self.daemon = self.lab.spawn(
             gw, TWISTD + ["-n", "--pidfile=", "--logfile=-", "gatewayd", "--config", str(config)], self.log
@@ -200,6 +209,17 @@ class FailoverTests(MultiWANCase):
         status = self.lab.lan.python(SOAP, "isp1", "GetStatusInfo", timeout=20).stdout
         self.assertIn("200", status)
         self.assertIn("WAN isp1 is unhealthy: no answer from 203.0.114.1", self.log.read_text())
+        # The manhole's gateway.status() says why (LastConnectionError has
+        # no value for it: the connection is fine).
+        result = self.lab.gw.python(
+            MANHOLE, "admin", "sesame",
+            "[(r['name'], r['connectionStatus'], r['lastConnectionError'], r['health'], r['healthReason']) "
+            "for r in gateway.status()]",
+        )
+        self.assertIn(
+            "('isp1', 'Connected', 'ERROR_NONE', 'down', 'no answer from 203.0.114.1 in 3 rounds')",
+            result.stdout, result.stdout + result.stderr,
+        )
         self.blackout(self.lab.isp, False)
         self.waitFor(lambda: self.via() == "isp1", "LAN traffic back via isp1", 30)
 
@@ -217,3 +237,228 @@ class FailoverTests(MultiWANCase):
         out = self.isp2.python(PROBE, "tcp", "203.0.115.2", "8080", timeout=15).stdout.strip()
         self.assertEqual(out, "lan:hello")
         self.assertEqual(self.via(), "isp1")
+
+
+DHCP_CONFIG = """
+[gateway]
+state_dir = "{state}"
+nat = "nftables"
+on_stop = "clean"
+
+[lan]
+interfaces = ["lan0"]
+http_port = 5000
+
+[upnp]
+friendly_name = "gatewayd DHCP multi-WAN test"
+secure_mode = false
+
+[[wan]]
+name = "isp1"
+interface = "wan0"
+priority = 10
+link = {{ type = "dhcp", hostname = "gatewayd-test", client_id = "gw-isp1" }}
+health = {{ flap_hold = 2 }}
+
+[[wan]]
+name = "isp2"
+interface = "wan1"
+priority = 20
+link = {{ type = "dhcp", hostname = "gatewayd-test", client_id = "gw-isp2" }}
+health = {{ flap_hold = 2 }}
+"""
+
+#: Prints, for each WANConnectionDevice of the description at argv[1], its
+#: UDN and the control URL of its WANIPConnection.
+CONNECTION_DEVICES = r"""
+import sys, urllib.request, xml.etree.ElementTree as ET
+ns = {"d": "urn:schemas-upnp-org:device-1-0"}
+root = ET.fromstring(urllib.request.urlopen(sys.argv[1], timeout=10).read())
+for device in root.iter("{urn:schemas-upnp-org:device-1-0}device"):
+    if ":WANConnectionDevice:" not in device.findtext("d:deviceType", "", ns):
+        continue
+    for service in device.findall("d:serviceList/d:service", ns):
+        if ":WANIPConnection:" in service.findtext("d:serviceType", "", ns):
+            print(device.findtext("d:UDN", "", ns), service.findtext("d:controlURL", "", ns))
+"""
+
+
+class DHCPFailoverTests(SynchronousTestCase):
+    """
+    Two ISPs, each running dnsmasq, and two C{dhcp} links: the daemon gets
+    both leases, LAN traffic leaves by the preferred WAN, and carrier loss
+    moves it to the other and back; a subscribed async-upnp-client hears
+    ConnectionStatus and DefaultConnectionService change; clients that
+    discover the gateway as games do (SSDP, no URL given) are shown the
+    active WAN's address.
+    """
+
+    def setUp(self) -> None:
+        requireCapabilities("nft", "conntrack", "upnpc", DNSMASQ)
+        self.work = Path(self.mktemp()).resolve()
+        self.work.mkdir(parents=True)
+        self.lab = ISPLab(self.work)
+        self.addCleanup(self.lab.down)
+        self.lab.up()
+        self.isp2 = self.lab.addISP("wan1", "203.0.115.1")
+        gw = self.lab.gw
+        gw.run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+        gw.run("sysctl", "-q", "-w", "net.ipv4.conf.all.src_valid_mark=1")
+        self.lab.serveDHCP(self.lab.isp, "203.0.114.1", "203.0.114.50", "203.0.114.60", "dnsmasq-isp1")
+        self.lab.serveDHCP(self.isp2, "203.0.115.1", "203.0.115.50", "203.0.115.60", "dnsmasq-isp2")
+        for isp, name in ((self.lab.isp, "isp1"), (self.isp2, "isp2")):
+            isp.ip("addr", "add", INTERNET + "/32", "dev", "lo")
+            log = self.work / f"server-{name}.log"
+            code = SERVER.replace('s.bind(("0.0.0.0"', f's.bind(("{INTERNET}"')
+            self.lab.spawn(isp, [sys.executable, "-c", code, name, "udp/7"], log)
+            waitUntil(lambda: b"ready" in log.read_bytes(), 10, f"server {name}")
+        config = self.work / "gatewayd.toml"
+        config.write_text(DHCP_CONFIG.format(state=self.work / "state"))
+        self.log = self.work / "gatewayd.log"
+        self.daemon = self.lab.spawn(
+            gw, TWISTD + ["-n", "--pidfile=", "--logfile=-", "gatewayd", "--config", str(config)], self.log
+        )
+        self.addCleanup(self.stop)
+        waitUntil(lambda: self.alive() and self.via() == "isp1", 30, "LAN traffic via isp1", details=self.details)
+
+    def stop(self) -> None:
+        if self.daemon.poll() is None:
+            self.daemon.send_signal(signal.SIGTERM)
+            self.daemon.wait(timeout=30)
+
+    def alive(self) -> bool:
+        if self.daemon.poll() is not None:
+            raise AssertionError(f"daemon exited with {self.daemon.returncode}\n{self.details()}")
+        return True
+
+    def details(self) -> str:
+        text = f"daemon said:\n{self.log.read_text(errors='replace')[-5000:]}"
+        for name in ("dnsmasq-isp1", "dnsmasq-isp2"):
+            log = self.work / f"{name}.log"
+            if log.exists():
+                text += f"\n{name} said:\n{log.read_text(errors='replace')[-1500:]}"
+        return text
+
+    def via(self) -> str:
+        out = self.lab.lan.python(PROBE, "udp", INTERNET, "7", timeout=15).stdout.strip()
+        return out.split(":", 1)[0]
+
+    def address(self, interface: str) -> str:
+        out = self.lab.gw.run("ip", "-4", "-o", "addr", "show", "dev", interface).stdout.split()
+        return out[3].split("/")[0] if len(out) > 3 else ""
+
+    def discoveredUpnpc(self) -> str:
+        """
+        @return: the ExternalIPAddress that C{upnpc -s} reports after finding
+            the gateway by SSDP itself (no C{-u}: what games do).
+        """
+        out = self.lab.lan.run("upnpc", "-s", timeout=30, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("ExternalIPAddress = "):
+                return line.split("=", 1)[1].strip()
+        return out
+
+    def discoveredAsyncClient(self) -> str:
+        """
+        @return: the address async-upnp-client's C{call-action} reports on
+            the LOCATION its C{search} found (what Home Assistant does).
+        """
+        result = self.lab.lan.run(
+            upnpClient(), "--timeout", "3", "search",
+            "--search_target", "urn:schemas-upnp-org:device:InternetGatewayDevice:2",
+            timeout=20, check=False,
+        )
+        locations = set()
+        for line in result.stdout.splitlines():
+            try:
+                headers = json.loads(line)
+            except ValueError:
+                continue
+            if "location" in {k.lower() for k in headers}:
+                locations.add(next(v for k, v in headers.items() if k.lower() == "location"))
+        if len(locations) != 1:
+            return f"locations found: {sorted(locations)}: {result.stdout}{result.stderr}"
+        result = self.lab.lan.run(
+            upnpClient(), "--timeout", "10", "call-action", locations.pop(), "WANIPConn1/GetExternalIPAddress",
+            timeout=30, check=False,
+        )
+        try:
+            return json.loads(result.stdout)["out_parameters"]["NewExternalIPAddress"]
+        except (ValueError, KeyError):
+            return result.stdout + result.stderr
+
+    def events(self) -> list[dict[str, object]]:
+        found = []
+        for line in self.eventsLog.read_text(errors="replace").splitlines():
+            try:
+                found.append(json.loads(line))
+            except ValueError:
+                continue
+        return found
+
+    def waitForEvent(self, serviceId: str, variable: str, wanted: Callable[[str], bool], what: str) -> str:
+        def check() -> str | None:
+            for event in self.events():
+                if str(event.get("service_id", "")).endswith(serviceId):
+                    value = event.get("state_variables", {}).get(variable)  # type: ignore[union-attr]
+                    if value is not None and wanted(str(value)):
+                        return str(value)
+            return None
+
+        return waitUntil(  # type: ignore[return-value]
+            check, 15, what, details=lambda: self.eventsLog.read_text(errors="replace") + self.details()
+        )
+
+    def test_carrierLoss(self) -> None:
+        """
+        Both WANs lease their addresses; LAN traffic leaves by isp1; upnpc
+        and async-upnp-client discover the gateway and show isp1's address.
+        When isp1's carrier goes: LAN traffic leaves by isp2 within 3 s, the
+        subscriber hears isp1's ConnectionStatus leave Connected and
+        DefaultConnectionService name isp2's connection device, and both
+        clients, discovering again, show isp2's address. When the carrier
+        returns, traffic goes back to isp1 (after the shortened flap hold)
+        and so does what upnpc shows.
+        """
+        first, second = self.address("wan0"), self.address("wan1")
+        self.assertTrue(first.startswith("203.0.114.5") or first == "203.0.114.60", first)
+        self.assertTrue(second.startswith("203.0.115.5") or second == "203.0.115.60", second)
+        devices = dict(
+            reversed(line.split()) for line in self.lab.lan.python(CONNECTION_DEVICES, DESC).stdout.splitlines()
+        )
+        isp2Device = devices["/ctl/isp2/WANIPConn1"]
+
+        self.eventsLog = self.work / "events.jsonl"
+        self.lab.spawn(
+            self.lab.lan,
+            [upnpClient(), "--timeout", "10", "subscribe", DESC, "WANIPConn1", "L3Forwarding1"],
+            self.eventsLog,
+        )
+        self.waitForEvent("WANIPConn1", "ConnectionStatus", lambda v: v == "Connected", "initial WANIPConn1 event")
+        initial = self.waitForEvent(
+            "L3Forwarding1", "DefaultConnectionService", lambda v: True, "initial L3Forwarding1 event"
+        )
+        self.assertNotIn(isp2Device, initial)
+        self.assertEqual(self.discoveredUpnpc(), first)
+        self.assertEqual(self.discoveredAsyncClient(), first)
+
+        self.lab.isp.ip("link", "set", "isp0", "down")
+        started = time.monotonic()
+        waitUntil(lambda: self.alive() and self.via() == "isp2", 10, "LAN traffic via isp2", details=self.details)
+        self.assertLess(time.monotonic() - started, 3)
+        self.waitForEvent(
+            "WANIPConn1", "ConnectionStatus", lambda v: v != "Connected", "ConnectionStatus leaving Connected"
+        )
+        self.waitForEvent(
+            "L3Forwarding1", "DefaultConnectionService", lambda v: v.startswith(isp2Device + ":"),
+            "DefaultConnectionService naming isp2",
+        )
+        self.assertEqual(self.discoveredUpnpc(), second)
+        self.assertEqual(self.discoveredAsyncClient(), second)
+        self.assertIn("Active WAN isp2 (was isp1)", self.log.read_text())
+
+        self.lab.isp.ip("link", "set", "isp0", "up")
+        waitUntil(lambda: self.alive() and self.via() == "isp1", 30, "LAN traffic back via isp1", details=self.details)
+        self.assertEqual(self.address("wan0"), first)
+        self.assertEqual(self.discoveredUpnpc(), first)
+        self.assertNotIn("has no probe targets", self.log.read_text())

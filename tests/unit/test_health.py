@@ -422,6 +422,60 @@ class LinkTests(SynchronousTestCase):
         self.assertEqual(seen[-1], (False, "no carrier"))
 
 
+    def test_noTargetsLoggedOnceSettled(self) -> None:
+        """
+        "No probe targets" is said only once the link is usable and still
+        has no gateway, not at start while the link has not reported one;
+        once, however many statuses follow; again if it becomes true again.
+        """
+        clock, prober = Clock(), ScriptedProber()
+        health = HealthMonitor(clock, "isp1", HealthConfig(), prober, link=LinkStatus())
+        with capturedLogs() as events:
+            health.startService()
+            health.linkChanged(LinkStatus(carrier=True))
+            health.linkChanged(UP_LINK)
+            health.stopService()
+        self.assertEqual([e for e in events if "has no probe targets" in formatEvent(e)], [])
+
+        health = HealthMonitor(clock, "isp2", HealthConfig(), prober, link=LinkStatus())
+        noGateway = LinkStatus(carrier=True, address=ADDRESS)
+        with capturedLogs() as events:
+            health.startService()
+            health.linkChanged(noGateway)
+            health.linkChanged(LinkStatus(carrier=False, address=ADDRESS))
+            health.linkChanged(noGateway)
+            health.linkChanged(UP_LINK)
+            health.linkChanged(noGateway)
+            health.stopService()
+        lines = [formatEvent(e) for e in events if "has no probe targets" in formatEvent(e)]
+        self.assertEqual(
+            lines,
+            [
+                "WAN isp2 has no probe targets (none configured, no gateway known with address "
+                "203.0.113.2/24): its health follows its link"
+            ]
+            * 2,
+        )
+
+    def test_noTargetsAtStart(self) -> None:
+        """
+        A link usable at start without a gateway is said to have no probe
+        targets at start; one with configured targets never is.
+        """
+        clock, prober = Clock(), ScriptedProber()
+        link = LinkStatus(carrier=True, address=ADDRESS)
+        with capturedLogs() as events:
+            health = HealthMonitor(clock, "isp1", HealthConfig(), prober, link=link)
+            health.startService()
+            health.stopService()
+            health = HealthMonitor(clock, "isp2", HealthConfig(targets=(QUAD9,)), prober, link=link)
+            health.startService()
+            health.stopService()
+        lines = [formatEvent(e) for e in events if "has no probe targets" in formatEvent(e)]
+        self.assertEqual(len(lines), 1)
+        self.assertIn("WAN isp1 ", lines[0])
+
+
 class FlapGuardTests(SynchronousTestCase):
     """
     A WAN that comes and goes is kept down longer each time.
