@@ -438,6 +438,14 @@ class INATBackend(IService):
             not fail (problems are logged).
         """
 
+    def setWANAddress(wan: str, address: IPv4Address | None) -> None:
+        """
+        The WAN C{wan} has the address C{address} now (L{None}: none). With
+        C{[gateway] hairpin = true} LAN hosts reach its mappings through
+        that address; the backend follows changes by itself, in order with
+        the mapping changes.
+        """
+
 
 class IStateStore(Interface):
     """

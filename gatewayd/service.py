@@ -78,6 +78,7 @@ class WANService(MultiService):
             health.setName("health")
             health.setServiceParent(self)
         self._unobserve: Callable[[], None] | None = None
+        self._unobserveAddress: Callable[[], None] | None = None
         counters = None
         idle = None
         if netlink is not None and hasattr(netlink, "statistics"):
@@ -108,6 +109,8 @@ class WANService(MultiService):
         super().startService()
         self._unobserve = self.link.addObserver(lambda status: self.commonInterface.linkStatusChanged())
         self.commonInterface.linkStatusChanged()  # the link may have changed while starting
+        self._unobserveAddress = self.link.addObserver(self._tellAddress)
+        self._tellAddress(self.link.status)
         self.connection.start()
         d = self._installMappings()
         d.addErrback(
@@ -127,10 +130,21 @@ class WANService(MultiService):
             return succeed(None)
         return self._nat.apply(add, remove)
 
+    def _tellAddress(self, status: Any) -> None:
+        """
+        Tell the NAT backend this WAN's address (for hairpin), whenever the
+        link changes; the backend ignores repeats.
+        """
+        if hasattr(self._nat, "setWANAddress"):
+            self._nat.setWANAddress(self.wanName, status.address.ip if status.address else None)
+
     def stopService(self) -> Any:
         if self._unobserve is not None:
             self._unobserve()
             self._unobserve = None
+        if self._unobserveAddress is not None:
+            self._unobserveAddress()
+            self._unobserveAddress = None
         self.mappings.stop()
         self.connection.stop()
         return super().stopService()

@@ -125,6 +125,8 @@ class MemoryNATBackend(Service):
         self._installed: dict[tuple[str, str, int, str], NATMapping] = {}
         #: (wan, address) of every L{forgetOutbound} call, in order.
         self.forgotten: list[tuple[str, IPv4Address]] = []
+        #: Each WAN's address, as told by L{setWANAddress}.
+        self.addresses: dict[str, IPv4Address] = {}
 
     def apply(self, add: list[NATMapping], remove: list[NATMapping]) -> Deferred[None]:
         """
@@ -155,3 +157,13 @@ class MemoryNATBackend(Service):
         """
         self.forgotten.append((wan, address))
         return succeed(None)
+
+    def setWANAddress(self, wan: str, address: IPv4Address | None) -> None:
+        """
+        Remember the address (nothing is forwarded in memory, hairpin or
+        not).
+        """
+        if address is None:
+            self.addresses.pop(wan, None)
+        else:
+            self.addresses[wan] = address

@@ -94,9 +94,15 @@ class TableSettings:
     Everything in the table but the mappings.
 
     @ivar wans: the WANs.
+    @ivar hairpin: whether LAN hosts reach the mappings through the WAN
+        addresses (C{[gateway] hairpin}).
+    @ivar lanInterfaces: the LAN interfaces (C{[lan] interfaces}): hairpin
+        traffic comes in and goes out by them.
     """
 
     wans: tuple[WANSettings, ...]
+    hairpin: bool = False
+    lanInterfaces: tuple[str, ...] = ()
 
 
 def settingsFromConfig(config: Any) -> TableSettings:
@@ -113,7 +119,13 @@ def settingsFromConfig(config: Any) -> TableSettings:
         )
         for wan in config.wans
     )
-    return TableSettings(wans=wans)
+    gateway = getattr(config, "gateway", None)
+    lan = getattr(config, "lan", None)
+    return TableSettings(
+        wans=wans,
+        hairpin=bool(getattr(gateway, "hairpin", False)),
+        lanInterfaces=tuple(getattr(lan, "interfaces", ())),
+    )
 
 
 def hasNetAdmin(status: str) -> bool:
@@ -156,14 +168,24 @@ def mapName(key: Key) -> str:
 
 def formatKey(key: Key) -> str:
     """
-    @return: an element's key in nft syntax, e.g. C{"eth1" . tcp . 8080}.
+    @return: an element's key in nft syntax, e.g. C{"eth1" . tcp . 8080}
+        (a hairpin key starts with the WAN address instead:
+        C{203.0.113.2 . tcp . 8080}).
     """
-    interface, protocol, remoteHost, port = key
-    parts = [_ifname(interface), protocol]
+    first, protocol, remoteHost, port = key
+    parts = [first if _isAddress(first) else _ifname(first), protocol]
     if remoteHost:
         parts.append(remoteHost)
     parts.append(str(port))
     return " . ".join(parts)
+
+
+def _isAddress(text: str) -> bool:
+    try:
+        IPv4Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def formatElement(key: Key, value: Value) -> str:
@@ -177,12 +199,66 @@ def _elements(elements: Mapping[Key, Value], narrow: bool) -> list[str]:
     return [formatElement(k, v) for k, v in sorted(elements.items()) if bool(k[2]) == narrow]
 
 
-def tableScript(settings: TableSettings, elements: Mapping[Key, Value]) -> str:
+def hairpinAddresses(
+    settings: TableSettings, addresses: Mapping[str, IPv4Address]
+) -> dict[str, IPv4Address]:
+    """
+    Pure: the WAN addresses hairpin forwards, by WAN interface.
+
+    @param addresses: each WAN's current address, by WAN name (WANs
+        without one are absent).
+    @return: the addresses by interface; an address two WANs report (a
+        misconfiguration) belongs to the first in the configuration. Empty
+        when hairpin is off.
+    """
+    if not settings.hairpin:
+        return {}
+    found: dict[str, IPv4Address] = {}
+    for wan in settings.wans:
+        address = addresses.get(wan.name)
+        if address is not None and address not in found.values():
+            found[wan.interface] = address
+    return found
+
+
+def hairpinElements(
+    elements: Mapping[Key, Value], addresses: Mapping[str, IPv4Address]
+) -> dict[Key, Value]:
+    """
+    Pure: the elements of the hairpin maps: those of C{elements} whose WAN
+    interface has an address in C{addresses}, keyed by that address instead
+    of the interface (LAN packets carry the WAN address, not the WAN
+    interface).
+    """
+    return {
+        (str(addresses[k[0]]), k[1], k[2], k[3]): v
+        for k, v in elements.items()
+        if k[0] in addresses
+    }
+
+
+def hairpinMapName(key: Key) -> str:
+    """
+    @return: the hairpin map an element with C{key} belongs in.
+    """
+    return "hairpin4narrow" if key[2] else "hairpin4"
+
+
+def tableScript(
+    settings: TableSettings,
+    elements: Mapping[Key, Value],
+    addresses: Mapping[str, IPv4Address] | None = None,
+) -> str:
     """
     Pure: one transaction that replaces the table (creating it if missing)
     with one holding C{elements}.
+
+    @param addresses: the WANs' current addresses by WAN name, for hairpin
+        (ignored when it is off).
     """
     wans = settings.wans
+    hairpin = hairpinAddresses(settings, addresses or {})
+    hairpinned = hairpinElements(elements, hairpin)
 
     def block(kind: str, name: str, type_: str, items: Sequence[str], flags: str = "") -> list[str]:
         lines = [f"\t{kind} {name} {{", f"\t\ttype {type_}"]
@@ -205,10 +281,35 @@ def tableScript(settings: TableSettings, elements: Mapping[Key, Value]) -> str:
     )
     lines += block("map", "wanmark", "ifname : mark", [f"{_ifname(w.interface)} : {w.mark:#x}" for w in wans])
     lines += block("set", "masq", "ifname", [_ifname(w.interface) for w in wans if w.masquerade])
+    if settings.hairpin:
+        # nft 1.0.6 takes neither a constant interface name nor a map
+        # lookup (WAN address -> interface) inside the key of @dnat4, so
+        # hairpin has its own pair of maps keyed by the WAN's address,
+        # holding the same elements as dnat4/dnat4narrow for every WAN with
+        # an address; they are refilled when a WAN's address changes.
+        lines += block("set", "lanifs", "ifname", [_ifname(i) for i in settings.lanInterfaces])
+        lines += block("set", "wanaddrs", "ipv4_addr", [str(a) for a in sorted(hairpin.values())])
+        lines += block(
+            "map", "hairpin4", "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service",
+            _elements(hairpinned, narrow=False),
+        )
+        lines += block(
+            "map", "hairpin4narrow",
+            "ipv4_addr . inet_proto . ipv4_addr . inet_service : ipv4_addr . inet_service",
+            _elements(hairpinned, narrow=True),
+        )
     lines += [
         "\tchain prerouting {",
         "\t\ttype nat hook prerouting priority dstnat; policy accept;",
         "\t\tfib daddr type != local return",
+    ]
+    if settings.hairpin:
+        lines += [
+            "\t\tiifname @lanifs dnat ip to ip daddr . meta l4proto . ip saddr . th dport "
+            "map @hairpin4narrow",
+            "\t\tiifname @lanifs dnat ip to ip daddr . meta l4proto . th dport map @hairpin4",
+        ]
+    lines += [
         "\t\tdnat ip to iifname . meta l4proto . ip saddr . th dport map @dnat4narrow",
         "\t\tdnat ip to iifname . meta l4proto . th dport map @dnat4",
     ]
@@ -235,24 +336,82 @@ def tableScript(settings: TableSettings, elements: Mapping[Key, Value]) -> str:
         f"\t\tct mark and {MARK_MASK:#x} == 0 ct mark set oifname map @wanmark",
         "\t\toifname @masq fib saddr type != local masquerade",
     ]
+    if settings.hairpin:
+        # A hairpinned connection goes back out into the LAN: the server
+        # must answer the router, not the client directly (which expects
+        # the WAN address). It is told from a WAN peer's by its mark: every
+        # connection that came in by a WAN has the WAN's (inbound chain).
+        lines.append(
+            f"\t\toifname @lanifs ct status dnat ct mark and {MARK_MASK:#x} == 0 "
+            "ct original ip daddr @wanaddrs masquerade"
+        )
     lines += ["\t}", "}"]
     return "\n".join(lines) + "\n"
 
 
-def changeScript(before: Mapping[Key, Value], after: Mapping[Key, Value]) -> str:
+def changeScript(
+    before: Mapping[Key, Value],
+    after: Mapping[Key, Value],
+    hairpin: Mapping[str, IPv4Address] | None = None,
+) -> str:
     """
     Pure: one transaction turning the elements C{before} into C{after}
     (deletions first), or C{""} if they are the same.
+
+    @param hairpin: the WAN addresses the hairpin maps hold, by interface
+        (L{hairpinAddresses}); L{None} when hairpin is off. The hairpin
+        elements of the changed elements change with them.
     """
     deleted = sorted(k for k, v in before.items() if after.get(k) != v)
     added = sorted(k for k, v in after.items() if before.get(k) != v)
+    deletedItems = {k: before[k] for k in deleted}
+    addedItems = {k: after[k] for k in added}
+    maps: list[tuple[str, Callable[[Key], str], dict[Key, Value], dict[Key, Value]]] = [
+        ("dnat4", mapName, deletedItems, addedItems),
+        ("dnat4narrow", mapName, deletedItems, addedItems),
+    ]
+    if hairpin is not None:
+        hairpinDeleted = hairpinElements(deletedItems, hairpin)
+        hairpinAdded = hairpinElements(addedItems, hairpin)
+        maps += [
+            ("hairpin4", hairpinMapName, hairpinDeleted, hairpinAdded),
+            ("hairpin4narrow", hairpinMapName, hairpinDeleted, hairpinAdded),
+        ]
     lines = []
-    for name in ("dnat4", "dnat4narrow"):
-        keys = [formatKey(k) for k in deleted if mapName(k) == name]
+    for name, nameOf, gone, _ in maps:
+        keys = [formatKey(k) for k in sorted(gone) if nameOf(k) == name]
         if keys:
             lines.append(f"delete element {FAMILY} {TABLE} {name} {{ " + ", ".join(keys) + " }")
-    for name in ("dnat4", "dnat4narrow"):
-        items = [formatElement(k, after[k]) for k in added if mapName(k) == name]
+    for name, nameOf, _, new in maps:
+        items = [formatElement(k, v) for k, v in sorted(new.items()) if nameOf(k) == name]
+        if items:
+            lines.append(f"add element {FAMILY} {TABLE} {name} {{ " + ", ".join(items) + " }")
+    return "".join(line + "\n" for line in lines)
+
+
+def addressScript(
+    elements: Mapping[Key, Value], hairpin: Mapping[str, IPv4Address]
+) -> str:
+    """
+    Pure: one transaction refilling the hairpin maps and the WAN address
+    set for the WAN addresses C{hairpin} (by interface, from
+    L{hairpinAddresses}) and the installed C{elements}: what a WAN's
+    address change needs. Its cost grows with the mappings, but it runs
+    only when an address changes; the per-packet cost does not.
+    """
+    lines = [
+        f"flush set {FAMILY} {TABLE} wanaddrs",
+        f"flush map {FAMILY} {TABLE} hairpin4",
+        f"flush map {FAMILY} {TABLE} hairpin4narrow",
+    ]
+    if hairpin:
+        lines.append(
+            f"add element {FAMILY} {TABLE} wanaddrs {{ "
+            + ", ".join(str(a) for a in sorted(hairpin.values())) + " }"
+        )
+    hairpinned = hairpinElements(elements, hairpin)
+    for name, narrow in (("hairpin4", False), ("hairpin4narrow", True)):
+        items = _elements(hairpinned, narrow)
         if items:
             lines.append(f"add element {FAMILY} {TABLE} {name} {{ " + ", ".join(items) + " }")
     return "".join(line + "\n" for line in lines)
@@ -295,6 +454,20 @@ def conntrackArguments(key: Key, value: Value, mark: int | None) -> list[str]:
         argv += ["--orig-src", remoteHost]
     if mark is not None:
         argv += ["--mark", str(mark)]
+    return argv
+
+
+def hairpinConntrackArguments(key: Key, value: Value, address: IPv4Address) -> list[str]:
+    """
+    Pure: C{conntrack} arguments deleting the connections one element
+    forwarded through the WAN address C{address}: those hairpinned from
+    the LAN (which have no WAN mark), and any from the WAN still left.
+    """
+    interface, protocol, remoteHost, port = key
+    argv = ["-D", "-p", protocol, "--orig-dst", str(address), "--orig-port-dst", str(port),
+            "--reply-src", value[0], "--reply-port-src", str(value[1])]
+    if remoteHost:
+        argv += ["--orig-src", remoteHost]
     return argv
 
 
@@ -450,6 +623,11 @@ class NFTablesBackend(Service):
         self._loop: LoopingCall | None = None
         self._leftover: dict[Key, Value] | None = None
         self._warnedConntrack = False
+        #: Each WAN's current address, by WAN name (L{setWANAddress}).
+        self._addresses: dict[str, IPv4Address] = {}
+        #: The WAN addresses the hairpin maps hold, by interface.
+        self._hairpinInstalled: dict[str, IPv4Address] = {}
+        self._addressesDirty = False
 
     # INATBackend
 
@@ -479,6 +657,23 @@ class NFTablesBackend(Service):
             included: they are kept, not forwarded), ordered by key.
         """
         return sorted((m for m in self._installed.values() if m.wan == wan), key=lambda m: m.key)
+
+    def setWANAddress(self, wan: str, address: IPv4Address | None) -> None:
+        """
+        Learn the current address of the WAN C{wan} (L{None}: it has none).
+        With hairpin on, LAN hosts reach the mappings of C{wan} through
+        that address, starting with the next transaction (its own, run in
+        order with the mapping changes); with hairpin off it is only
+        remembered.
+        """
+        if address is None:
+            self._addresses.pop(wan, None)
+        else:
+            self._addresses[wan] = address
+        if hairpinAddresses(self.settings, self._addresses) != self._hairpinInstalled:
+            self._addressesDirty = True
+            if self.running:
+                self._kick()
 
     # IService
 
@@ -527,6 +722,8 @@ class NFTablesBackend(Service):
         self._planned = {}
         self._fingerprint = None
         self._rebuild = "start"
+        self._hairpinInstalled = {}
+        self._addressesDirty = False
 
     # The work queue: one nft run at a time.
 
@@ -553,7 +750,9 @@ class NFTablesBackend(Service):
 
     async def _drain(self) -> None:
         while True:
-            if self._rebuild is not None or self._queue:
+            if self._rebuild is None and self._addressesDirty:
+                await self._updateAddresses()
+            elif self._rebuild is not None or self._queue:
                 if not await self._transaction():
                     return
             elif self._checkWanted:
@@ -591,16 +790,20 @@ class NFTablesBackend(Service):
                     "Found table {family} {table} with {n} mappings from an earlier run; reconciling",
                     family=FAMILY, table=TABLE, n=len(self._leftover),
                 )
+        hairpin = hairpinAddresses(self.settings, self._addresses)
         if rebuild is None:
             # Only the keys this transaction touches: its cost does not grow
             # with the number of mappings installed.
             touched = {m.key for b in accepted for m in b.add + b.remove}
             before = kernelElements(self._installed[k] for k in touched if k in self._installed)
             after = kernelElements(final[k] for k in touched if k in final)
+            script = changeScript(
+                before, after, self._hairpinInstalled if self.settings.hairpin else None
+            )
         else:
             before = self._leftover or {}
             after = kernelElements(final.values())
-        script = tableScript(self.settings, after) if rebuild is not None else changeScript(before, after)
+            script = tableScript(self.settings, after, self._addresses)
         if script:
             result = await self._run(self._nft + ["-f", "-"], script.encode())
             ok = result.code == 0
@@ -624,6 +827,8 @@ class NFTablesBackend(Service):
         if rebuild is not None:
             self._rebuild = None
             self._leftover = None
+            self._hairpinInstalled = hairpin
+            self._addressesDirty = hairpinAddresses(self.settings, self._addresses) != hairpin
             if rebuild != "start":
                 self.log.warn(
                     "nftables table {family} {table} was {how}; restored {n} mappings",
@@ -638,6 +843,34 @@ class NFTablesBackend(Service):
         for batch in accepted:
             batch.done.callback(None)
         return True
+
+    async def _updateAddresses(self) -> None:
+        """
+        Refill the hairpin maps for the WANs' current addresses, in a
+        transaction of its own; if nft refuses it, rebuild the table.
+        """
+        self._addressesDirty = False
+        wanted = hairpinAddresses(self.settings, self._addresses)
+        if wanted == self._hairpinInstalled:
+            return
+        script = addressScript(kernelElements(self._installed.values()), wanted)
+        result = await self._run(self._nft + ["-f", "-"], script.encode())
+        if result.code != 0:
+            why = result.err.decode(errors="replace").strip() or f"nft exited with {result.code}"
+            self.log.error("nftables refused the hairpin addresses: {why}", why=why)
+            if self._rebuild is None:
+                self._rebuild = "out of step with the WAN addresses"
+            return
+        self._hairpinInstalled = wanted
+        self._addressesDirty = hairpinAddresses(self.settings, self._addresses) != wanted
+        self.log.info(
+            "Hairpin: LAN hosts reach port mappings through {addresses}",
+            addresses=", ".join(
+                f"{w.name} {wanted[w.interface]}"
+                for w in self.settings.wans
+                if w.interface in wanted
+            ) or "no WAN address",
+        )
 
     def _replan(self) -> dict[tuple[str, str, int, str], NATMapping]:
         """
@@ -706,16 +939,20 @@ class NFTablesBackend(Service):
         kernel change itself has been made.
         """
         for key, value in sorted(elements.items()):
-            argv = self._conntrack + conntrackArguments(key, value, self._marks.get(key[0]))
-            try:
-                result = await self._run(argv, b"")
-            except Exception as e:
-                result = ProcessResult(None, b"", str(e).encode())
-            # conntrack exits with 1 when nothing matched.
-            if result.code not in (0, 1):
-                if not self._warnedConntrack:
-                    self.log.warn(
-                        "Could not delete the connections of a removed mapping ({key}): {err}",
-                        key=formatKey(key), err=result.err.decode(errors="replace").strip(),
-                    )
-                    self._warnedConntrack = True
+            argvs = [conntrackArguments(key, value, self._marks.get(key[0]))]
+            address = self._hairpinInstalled.get(key[0])
+            if address is not None:
+                argvs.append(hairpinConntrackArguments(key, value, address))
+            for argv in argvs:
+                try:
+                    result = await self._run(self._conntrack + argv, b"")
+                except Exception as e:
+                    result = ProcessResult(None, b"", str(e).encode())
+                # conntrack exits with 1 when nothing matched.
+                if result.code not in (0, 1):
+                    if not self._warnedConntrack:
+                        self.log.warn(
+                            "Could not delete the connections of a removed mapping ({key}): {err}",
+                            key=formatKey(key), err=result.err.decode(errors="replace").strip(),
+                        )
+                        self._warnedConntrack = True

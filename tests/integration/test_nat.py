@@ -25,6 +25,7 @@ CONFIG = """
 state_dir = "{state}"
 nat = "nftables"
 on_stop = "{onStop}"
+hairpin = {hairpin}
 
 [lan]
 interfaces = ["lan0"]
@@ -158,6 +159,7 @@ class NATLabCase(SynchronousTestCase):
     """
 
     onStop = "clean"
+    hairpin = "false"
 
     def setUp(self) -> None:
         requireCapabilities("nft", "conntrack")
@@ -171,7 +173,7 @@ class NATLabCase(SynchronousTestCase):
         self.work = Path(self.mktemp()).resolve()
         self.work.mkdir(parents=True)
         self.configFile = self.work / "gatewayd.toml"
-        self.configFile.write_text(CONFIG.format(state=self.work / "state", onStop=self.onStop))
+        self.configFile.write_text(CONFIG.format(state=self.work / "state", onStop=self.onStop, hairpin=self.hairpin))
         self.log = self.work / "gatewayd.log"
         self.rootTables = self.rootNft()
         self.addCleanup(self.checkRootUntouched)
@@ -249,6 +251,15 @@ class NATLabCase(SynchronousTestCase):
             code = PROBE.replace("socket.create_connection((host, port), timeout=2)",
                                  f"socket.create_connection((host, port), timeout=2, source_address=({source!r}, 0))")
         return isp.python(code, proto, target, str(port), timeout=15).stdout.strip()
+
+    def fromLAN(self, proto: str, port: int, target: str = "203.0.114.2") -> str:
+        """
+        @return: what the LAN host C{lan} gets back from C{target:port}.
+        """
+        return self.lab.lan.python(PROBE, proto, target, str(port), timeout=15).stdout.strip()
+
+    def conntrack(self, *argv: str) -> str:
+        return self.lab.gw.run("conntrack", "-L", *argv, check=False).stdout
 
     def flow(self, proto: str, port: int, seconds: float) -> tuple[Any, Path]:
         log = self.work / f"flow-{proto}-{port}.log"
@@ -358,6 +369,19 @@ class NATTests(NATLabCase):
         self.assertEqual(self.probe("tcp", 18140), "lan:hello")
         self.assertNotIn("lan", self.probe("tcp", 18141))
 
+    def test_noHairpinByDefault(self) -> None:
+        """
+        Without C{hairpin = true} a LAN host connecting to the WAN address
+        and a mapped port does not reach the mapping's client (the router
+        itself answers, and nothing listens there).
+        """
+        self.add(18170, "TCP", 8080, host="lan2")
+        self.assertEqual(self.probe("tcp", 18170), "lan2:hello")
+        answer = self.fromLAN("tcp", 18170)
+        self.assertNotIn("lan2", answer)
+        self.assertTrue(answer.startswith("failed"), answer)
+        self.assertNotIn("hairpin", self.nft("list", "table", "inet", "gatewayd").stdout)
+
     def test_cleanStop(self) -> None:
         """
         With C{on_stop = "clean"} nothing of gatewayd is left in the kernel
@@ -393,3 +417,57 @@ class KeepTests(NATLabCase):
         self.assertEqual(set(answers), {"lan:x"}, log.read_text())
         self.stop()  # leaves the table; the lab's namespace goes with it
 
+
+class HairpinTests(NATLabCase):
+    """
+    With C{hairpin = true}: LAN hosts reach the mappings through the WAN
+    addresses.
+    """
+
+    hairpin = "true"
+
+    def test_hairpin(self) -> None:
+        """
+        A LAN host's TCP connection and UDP datagram to the WAN address and
+        a mapped port reach the mapping's client on another LAN host, and
+        are answered; that server sees them coming from the router's LAN
+        address (so it answers through the router); an unmapped port is not
+        forwarded; a WAN peer through the same mapping is not masqueraded.
+        """
+        self.add(18200, "TCP", 8080, host="lan2")
+        self.add(18201, "UDP", 8081, host="lan2")
+        self.assertEqual(self.fromLAN("tcp", 18200), "lan2:hello")
+        self.assertEqual(self.fromLAN("udp", 18201), "lan2:hello")
+        self.assertNotIn("lan", self.fromLAN("tcp", 18203))
+        hairpinned = self.conntrack("-p", "tcp", "--orig-dst", "203.0.114.2", "--orig-port-dst", "18200")
+        self.assertIn("src=192.168.77.10 dst=203.0.114.2", hairpinned)
+        self.assertIn("src=192.168.77.11 dst=192.168.77.1", hairpinned)
+        hairpinned = self.conntrack("-p", "udp", "--orig-dst", "203.0.114.2", "--orig-port-dst", "18201")
+        self.assertIn("src=192.168.77.11 dst=192.168.77.1", hairpinned)
+        self.assertEqual(self.probe("tcp", 18200), "lan2:hello")
+        fromWAN = self.conntrack("-p", "tcp", "--orig-src", "203.0.114.1", "--orig-port-dst", "18200")
+        self.assertIn("src=192.168.77.11 dst=203.0.114.1", fromWAN)
+        self.assertNotIn("dst=192.168.77.1 ", fromWAN)
+        # Deleting the mapping deletes its hairpinned connections too.
+        self.delete(18201, "UDP", host="lan2")
+        self.assertEqual(
+            self.conntrack("-p", "udp", "--orig-dst", "203.0.114.2", "--orig-port-dst", "18201").strip(), ""
+        )
+        self.assertNotIn("lan2", self.fromLAN("udp", 18201))
+
+    def test_addressChange(self) -> None:
+        """
+        When a WAN's address changes, hairpin follows: the new address
+        forwards to its mappings, the old one no longer does.
+        """
+        self.add(18210, "TCP", 8080, wan="isp2", host="lan2")
+        self.assertEqual(self.fromLAN("tcp", 18210, target="203.0.115.2"), "lan2:hello")
+        # (Deleting a primary address deletes the secondaries of its prefix.)
+        self.lab.gw.ip("addr", "del", "203.0.115.2/24", "dev", "wan1")
+        self.lab.gw.ip("addr", "add", "203.0.115.7/24", "dev", "wan1")
+        self.waitFor(
+            lambda: self.fromLAN("tcp", 18210, target="203.0.115.7") == "lan2:hello", "hairpin on the new address"
+        )
+        self.assertNotIn("lan2", self.fromLAN("tcp", 18210, target="203.0.115.2"))
+        self.assertIn("203.0.115.7 . tcp . 18210", self.nft("list", "map", "inet", "gatewayd", "hairpin4").stdout)
+        self.assertNotIn("203.0.115.2", self.nft("list", "map", "inet", "gatewayd", "hairpin4").stdout)

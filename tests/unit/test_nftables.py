@@ -13,6 +13,7 @@ import secrets
 import shutil
 import subprocess
 from dataclasses import replace
+from ipaddress import IPv4Address
 from typing import Any, Callable, Sequence
 
 from twisted.internet.defer import Deferred, succeed
@@ -28,9 +29,12 @@ from gatewayd.nat.nftables import (
     ProcessResult,
     TableSettings,
     WANSettings,
+    addressScript,
     changeScript,
     conntrackArguments,
     formatElement,
+    hairpinAddresses,
+    hairpinConntrackArguments,
     kernelElements,
     parseElements,
     tableScript,
@@ -40,6 +44,13 @@ from tests.unit.test_nat import mapping
 SETTINGS = TableSettings(
     (WANSettings("isp1", "eth1", 1), WANSettings("isp2", "eth2", 2, masquerade=False))
 )
+
+#: The same with C{[gateway] hairpin = true} and two LAN interfaces.
+HAIRPIN = replace(SETTINGS, hairpin=True, lanInterfaces=("br-lan", "lan1"))
+
+WAN1 = IPv4Address("203.0.113.2")
+WAN1_NEW = IPv4Address("203.0.113.99")
+WAN2 = IPv4Address("198.51.100.2")
 
 LISTING = json.dumps(
     {
@@ -157,6 +168,127 @@ class TextTests(SynchronousTestCase):
         self.assertIn("ct status dnat accept", body)
         self.assertIn("oifname @masq fib saddr type != local masquerade", body)
         self.assertNotIn("elements = {  }", script)
+
+    def test_hairpinOff(self) -> None:
+        """
+        Without hairpin (the default) the table has nothing of it, whatever
+        the WAN addresses: LAN packets to a WAN address are not forwarded.
+        """
+        script = tableScript(SETTINGS, kernelElements([mapping(8080)]), {"isp1": WAN1})
+        for word in ("hairpin", "lanifs", "wanaddrs", str(WAN1)):
+            self.assertNotIn(word, script)
+        self.assertEqual(hairpinAddresses(SETTINGS, {"isp1": WAN1}), {})
+
+    def test_hairpinTable(self) -> None:
+        """
+        With hairpin on, packets from the LAN interfaces to a WAN's address
+        are DNAT'd through a pair of maps keyed by that address (holding
+        the WAN's elements, narrow ones first), and hairpinned connections
+        (DNAT'd, not from a WAN, to a WAN address) are masqueraded back into
+        the LAN. A WAN without an address has no hairpin elements; the
+        rules do not grow with the mappings.
+        """
+        elements = kernelElements([
+            mapping(8080, internalPort=80),
+            mapping(22, remoteHost="192.168.1.50", client="192.168.1.30"),
+            mapping(9000, "UDP", wan="isp2"),
+        ])
+        script = tableScript(HAIRPIN, elements, {"isp1": WAN1})
+        body = [line.strip() for line in script.splitlines()]
+        dnat = [line for line in body if line.startswith(("fib", "dnat", "iifname"))]
+        self.assertEqual(
+            dnat,
+            [
+                "fib daddr type != local return",
+                "iifname @lanifs dnat ip to ip daddr . meta l4proto . ip saddr . th dport map @hairpin4narrow",
+                "iifname @lanifs dnat ip to ip daddr . meta l4proto . th dport map @hairpin4",
+                "dnat ip to iifname . meta l4proto . ip saddr . th dport map @dnat4narrow",
+                "dnat ip to iifname . meta l4proto . th dport map @dnat4",
+            ],
+        )
+        self.assertIn(
+            "oifname @lanifs ct status dnat ct mark and 0xff00 == 0 ct original ip daddr @wanaddrs masquerade",
+            body,
+        )
+        self.assertIn('elements = { "br-lan",', body)
+        self.assertIn("elements = { 203.0.113.2 }", body)
+        self.assertIn("elements = { 203.0.113.2 . tcp . 8080 : 192.168.1.10 . 80 }", body)
+        self.assertIn("elements = { 203.0.113.2 . tcp . 192.168.1.50 . 22 : 192.168.1.30 . 22 }", body)
+        self.assertNotIn("9000 : 192.168.1.10 . 9000 }", "\n".join(b for b in body if "203." in b))
+        # The WAN maps are as without hairpin.
+        self.assertIn('elements = { "eth1" . tcp . 8080 : 192.168.1.10 . 80,', body)
+        many = tableScript(HAIRPIN, kernelElements([mapping(p) for p in range(1000, 3000)]), {"isp1": WAN1})
+        rules = lambda text: [line for line in text.splitlines() if "@" in line]  # noqa: E731
+        self.assertEqual(rules(script), rules(many))
+        self.assertEqual(len(rules(script)), len(rules(tableScript(SETTINGS, elements))) + 3)
+
+    def test_hairpinAddresses(self) -> None:
+        """
+        Hairpin knows the WANs' addresses by interface; an address two WANs
+        report belongs to the first, and a WAN without one is left out.
+        """
+        self.assertEqual(hairpinAddresses(HAIRPIN, {"isp1": WAN1, "isp2": WAN2}), {"eth1": WAN1, "eth2": WAN2})
+        self.assertEqual(hairpinAddresses(HAIRPIN, {"isp2": WAN2}), {"eth2": WAN2})
+        self.assertEqual(hairpinAddresses(HAIRPIN, {"isp1": WAN1, "isp2": WAN1}), {"eth1": WAN1})
+        self.assertEqual(hairpinAddresses(HAIRPIN, {"isp9": WAN1}), {})
+
+    def test_hairpinChange(self) -> None:
+        """
+        A change updates the hairpin elements of the changed mappings along
+        with theirs, in the same transaction; a WAN without an address has
+        none to update.
+        """
+        before = kernelElements([mapping(8080), mapping(22, remoteHost="198.51.100.7"), mapping(53, "UDP", wan="isp2")])
+        after = kernelElements([mapping(8080, client="192.168.1.11"), mapping(443)])
+        self.assertEqual(
+            changeScript(before, after, {"eth1": WAN1}),
+            'delete element inet gatewayd dnat4 { "eth1" . tcp . 8080, "eth2" . udp . 53 }\n'
+            'delete element inet gatewayd dnat4narrow { "eth1" . tcp . 198.51.100.7 . 22 }\n'
+            'delete element inet gatewayd hairpin4 { 203.0.113.2 . tcp . 8080 }\n'
+            'delete element inet gatewayd hairpin4narrow { 203.0.113.2 . tcp . 198.51.100.7 . 22 }\n'
+            'add element inet gatewayd dnat4 { "eth1" . tcp . 443 : 192.168.1.10 . 443, '
+            '"eth1" . tcp . 8080 : 192.168.1.11 . 8080 }\n'
+            'add element inet gatewayd hairpin4 { 203.0.113.2 . tcp . 443 : 192.168.1.10 . 443, '
+            '203.0.113.2 . tcp . 8080 : 192.168.1.11 . 8080 }\n',
+        )
+        # Hairpin off (None) or no WAN address: the WAN maps only.
+        plain = changeScript(before, after)
+        self.assertEqual(changeScript(before, after, {}), plain)
+        self.assertNotIn("hairpin", plain)
+
+    def test_addressScript(self) -> None:
+        """
+        A WAN address change refills the hairpin maps and the address set
+        in one transaction, keyed by the new address.
+        """
+        elements = kernelElements([mapping(8080), mapping(22, remoteHost="198.51.100.7"), mapping(53, "UDP", wan="isp2")])
+        self.assertEqual(
+            addressScript(elements, {"eth1": WAN1_NEW, "eth2": WAN2}),
+            "flush set inet gatewayd wanaddrs\n"
+            "flush map inet gatewayd hairpin4\n"
+            "flush map inet gatewayd hairpin4narrow\n"
+            "add element inet gatewayd wanaddrs { 198.51.100.2, 203.0.113.99 }\n"
+            "add element inet gatewayd hairpin4 { 198.51.100.2 . udp . 53 : 192.168.1.10 . 53, "
+            "203.0.113.99 . tcp . 8080 : 192.168.1.10 . 8080 }\n"
+            "add element inet gatewayd hairpin4narrow { 203.0.113.99 . tcp . 198.51.100.7 . 22 : 192.168.1.10 . 22 }\n",
+        )
+        self.assertEqual(
+            addressScript(elements, {}),
+            "flush set inet gatewayd wanaddrs\n"
+            "flush map inet gatewayd hairpin4\n"
+            "flush map inet gatewayd hairpin4narrow\n",
+        )
+
+    def test_hairpinConntrack(self) -> None:
+        """
+        The hairpinned connections of a removed mapping are found by the
+        WAN address they were sent to (they carry no WAN mark).
+        """
+        self.assertEqual(
+            hairpinConntrackArguments(("eth1", "tcp", "", 8080), ("192.168.1.10", 80), WAN1),
+            ["-D", "-p", "tcp", "--orig-dst", "203.0.113.2", "--orig-port-dst", "8080",
+             "--reply-src", "192.168.1.10", "--reply-port-src", "80"],
+        )
 
     def test_change(self) -> None:
         """
@@ -449,7 +581,170 @@ class BackendTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
-def kernelBackend(case: SynchronousTestCase, onStop: str = "clean") -> tuple[NFTablesBackend, Clock, Callable[[], dict]]:
+class HairpinBackendTests(SynchronousTestCase):
+    """
+    The backend follows the WANs' addresses for hairpin.
+    """
+
+    def setUp(self) -> None:
+        from twisted.python.filepath import FilePath
+
+        self.clock = Clock()
+        self.runner = RecordingRunner()
+        self.backend = NFTablesBackend(
+            self.clock, FakeConfig(), runner=self.runner, settings=HAIRPIN,
+            procStatus=capable(FilePath(self.mktemp())),
+        )
+
+    def start(self) -> None:
+        self.backend.startService()
+        self.clock.advance(0)
+
+    def test_settingsFromConfig(self) -> None:
+        """
+        C{[gateway] hairpin} and C{[lan] interfaces} reach the table's
+        settings; hairpin is off by default.
+        """
+        from gatewayd.config import GatewayConfig
+        from gatewayd.nat.nftables import settingsFromConfig
+
+        class Config:
+            gateway = GatewayConfig(hairpin=True)
+
+            class lan:
+                interfaces = ["br-lan"]
+
+            wans = ()
+
+        settings = settingsFromConfig(Config)
+        self.assertEqual((settings.hairpin, settings.lanInterfaces), (True, ("br-lan",)))
+        Config.gateway = GatewayConfig()
+        self.assertFalse(settingsFromConfig(Config).hairpin)
+
+    def test_addressBeforeStart(self) -> None:
+        """
+        An address learnt before the start is in the table the start
+        installs, with no transaction of its own.
+        """
+        self.backend.setWANAddress("isp1", WAN1)
+        self.backend.apply([mapping(8080)], [])
+        self.start()
+        [script] = self.runner.scripts()
+        self.assertIn("203.0.113.2 . tcp . 8080 : 192.168.1.10 . 8080", script)
+        self.assertIn("elements = { 203.0.113.2 }", script)
+
+    def test_addressChange(self) -> None:
+        """
+        A WAN's new address refills the hairpin maps in a transaction of its
+        own; the same address again, or another WAN losing an address it
+        did not have, changes nothing; later mapping changes use the new
+        address.
+        """
+        self.backend.setWANAddress("isp1", WAN1)
+        self.start()
+        self.backend.apply([mapping(8080)], [])
+        self.clock.advance(0)
+        self.runner.calls.clear()
+        self.backend.setWANAddress("isp1", WAN1_NEW)
+        self.backend.setWANAddress("isp1", WAN1_NEW)
+        self.backend.setWANAddress("isp2", None)
+        self.clock.advance(0)
+        self.assertEqual(
+            self.runner.scripts(),
+            ["flush set inet gatewayd wanaddrs\n"
+             "flush map inet gatewayd hairpin4\n"
+             "flush map inet gatewayd hairpin4narrow\n"
+             "add element inet gatewayd wanaddrs { 203.0.113.99 }\n"
+             "add element inet gatewayd hairpin4 { 203.0.113.99 . tcp . 8080 : 192.168.1.10 . 8080 }\n"],
+        )
+        self.runner.calls.clear()
+        self.backend.setWANAddress("isp1", WAN1_NEW)
+        self.clock.advance(0)
+        self.assertEqual(self.runner.calls, [])
+        self.backend.apply([mapping(9000)], [])
+        self.clock.advance(0)
+        [script] = self.runner.scripts()
+        self.assertIn("add element inet gatewayd hairpin4 { 203.0.113.99 . tcp . 9000 : 192.168.1.10 . 9000 }", script)
+        # Losing the address empties the hairpin maps.
+        self.runner.calls.clear()
+        self.backend.setWANAddress("isp1", None)
+        self.clock.advance(0)
+        [script] = self.runner.scripts()
+        self.assertNotIn("add element", script)
+
+    def test_addressRefused(self) -> None:
+        """
+        If nft refuses the new addresses, the error is logged and the table
+        is rebuilt with them.
+        """
+        self.start()
+        self.runner.calls.clear()
+        answers = iter([ProcessResult(1, b"", b"Error: No such file or directory")])
+        self.runner.answer = lambda argv, stdin: next(answers, ProcessResult(0, b"{}", b""))
+        with capturedLogs() as events:
+            self.backend.setWANAddress("isp2", WAN2)
+            self.clock.advance(0)
+        scripts = self.runner.scripts()
+        self.assertEqual(len(scripts), 2)
+        self.assertTrue(scripts[1].startswith("add table inet gatewayd\n"))
+        self.assertIn("elements = { 198.51.100.2 }", scripts[1])
+        messages = [e["log_format"].format(**e) for e in events]
+        self.assertIn("nftables refused the hairpin addresses: Error: No such file or directory", messages)
+        self.assertIn(
+            "nftables table inet gatewayd was out of step with the WAN addresses; restored 0 mappings", messages
+        )
+
+    def test_hairpinOffIgnoresAddresses(self) -> None:
+        """
+        With hairpin off an address change runs nothing.
+        """
+        from twisted.python.filepath import FilePath
+
+        backend = NFTablesBackend(
+            self.clock, FakeConfig(), runner=self.runner, settings=SETTINGS,
+            procStatus=capable(FilePath(self.mktemp())),
+        )
+        backend.startService()
+        self.clock.advance(0)
+        self.runner.calls.clear()
+        backend.setWANAddress("isp1", WAN1)
+        self.clock.advance(0)
+        self.assertEqual(self.runner.calls, [])
+
+    def test_removalDeletesHairpinnedConnections(self) -> None:
+        """
+        Removing a mapping also deletes the connections hairpinned through
+        its WAN's address.
+        """
+        self.backend.setWANAddress("isp1", WAN1)
+        self.start()
+        self.backend.apply([mapping(8080, internalPort=80)], [])
+        self.clock.advance(0)
+        self.runner.calls.clear()
+        self.backend.apply([], [mapping(8080, internalPort=80)])
+        self.clock.advance(0)
+        self.assertEqual(
+            [argv for argv, _ in self.runner.calls if argv[0] == "conntrack"],
+            [["conntrack"] + conntrackArguments(("eth1", "tcp", "", 8080), ("192.168.1.10", 80), 1),
+             ["conntrack"] + hairpinConntrackArguments(("eth1", "tcp", "", 8080), ("192.168.1.10", 80), WAN1)],
+        )
+
+    def test_memoryBackend(self) -> None:
+        """
+        The memory backend remembers the addresses and forwards nothing.
+        """
+        from gatewayd.nat.memory import MemoryNATBackend
+
+        memory = MemoryNATBackend()
+        memory.setWANAddress("isp1", WAN1)
+        memory.setWANAddress("isp2", WAN2)
+        memory.setWANAddress("isp2", None)
+        self.assertEqual(memory.addresses, {"isp1": WAN1})
+
+
+def kernelBackend(
+    case: SynchronousTestCase, onStop: str = "clean", settings: TableSettings = SETTINGS
+) -> tuple[NFTablesBackend, Clock, Callable[[], dict]]:
     """
     A started backend programming a network namespace made for C{case}
     (removed at cleanup), through a synchronous runner and a L{Clock}.
@@ -475,7 +770,7 @@ def kernelBackend(case: SynchronousTestCase, onStop: str = "clean") -> tuple[NFT
 
     Config.gateway.onStop = onStop  # type: ignore[attr-defined]
     clock = Clock()
-    backend = NFTablesBackend(clock, Config(), netns=netns, runner=run, settings=SETTINGS)
+    backend = NFTablesBackend(clock, Config(), netns=netns, runner=run, settings=settings)
     backend.startService()
     clock.advance(0)
     case.addCleanup(lambda: case.successResultOf(backend.stopService()))
@@ -568,3 +863,54 @@ class KernelTests(SynchronousTestCase):
         self.assertEqual(self.kernel(), kernelElements([mapping(8081)]))
         # Put it back so that the cleanup check agrees.
         self.apply([], [mapping(8081)])
+
+
+class HairpinKernelTests(SynchronousTestCase):
+    """
+    The hairpin ruleset, changes and address updates, against nftables in
+    a namespace of the test's own.
+    """
+
+    def setUp(self) -> None:
+        self.backend, self.clock, self.kernel = kernelBackend(self, settings=HAIRPIN)
+
+    def listMap(self, name: str) -> str:
+        return subprocess.run(
+            ["ip", "netns", "exec", self.backend.netns, "nft", "list", "map", "inet", "gatewayd", name],  # type: ignore[attr-defined]
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+
+    def test_hairpin(self) -> None:
+        """
+        The kernel takes the hairpin table, mapping changes with hairpin
+        elements, and an address change; the rest of the table is
+        untouched by the address change (no rebuild).
+        """
+        d = self.backend.apply([mapping(8080), mapping(22, remoteHost="198.51.100.7")], [])
+        self.backend.setWANAddress("isp1", WAN1)
+        self.clock.advance(0)
+        self.successResultOf(d)
+        self.assertIn("203.0.113.2 . tcp . 8080 : 192.168.1.10 . 8080", self.listMap("hairpin4"))
+        self.assertIn("203.0.113.2 . tcp . 198.51.100.7 . 22 : 192.168.1.10 . 22", self.listMap("hairpin4narrow"))
+        fingerprint = self.backend._fingerprint
+        self.backend.setWANAddress("isp1", WAN1_NEW)
+        self.backend.setWANAddress("isp2", WAN2)
+        d = self.backend.apply([mapping(53, "UDP", wan="isp2")], [mapping(22, remoteHost="198.51.100.7")])
+        self.clock.advance(0)
+        self.successResultOf(d)
+        hairpin4 = self.listMap("hairpin4")
+        self.assertIn("203.0.113.99 . tcp . 8080 : 192.168.1.10 . 8080", hairpin4)
+        self.assertIn("198.51.100.2 . udp . 53 : 192.168.1.10 . 53", hairpin4)
+        self.assertNotIn("203.0.113.2 ", hairpin4)
+        self.assertNotIn("elements", self.listMap("hairpin4narrow"))
+        self.assertIn("198.51.100.2, 203.0.113.99", subprocess.run(
+            ["ip", "netns", "exec", self.backend.netns, "nft", "list", "set", "inet", "gatewayd", "wanaddrs"],  # type: ignore[attr-defined]
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout)
+        self.assertEqual(self.kernel(), kernelElements([mapping(8080), mapping(53, "UDP", wan="isp2")]))
+        # The periodic check finds the table as installed: no rebuild.
+        with capturedLogs() as events:
+            self.clock.advance(2)
+            self.clock.advance(0)
+        self.assertEqual([e for e in events if "restored" in e.get("log_format", "")], [])
+        self.assertEqual(self.backend._fingerprint, fingerprint)

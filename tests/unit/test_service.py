@@ -571,3 +571,21 @@ class FailoverTests(SynchronousTestCase):
         self.assertEqual(self.router.active, "cable")
         self.assertNotEqual(self.gateway.wans["fibre"].connection.status, "Connected")
         self.assertEqual(self.controlURLs()[0], "/ctl/cable/WANIPConn1")
+
+    def test_natLearnsWANAddresses(self) -> None:
+        """
+        Each WAN tells the NAT backend its address (for hairpin) when it
+        starts and whenever its link changes.
+        """
+        from ipaddress import IPv4Address as Address
+
+        nat = self.gateway.getServiceNamed("nat")
+        self.assertEqual(
+            nat.addresses, {"fibre": Address("203.0.114.2"), "cable": Address("198.51.100.2")}
+        )
+        self.netlink.setState(
+            InterfaceState("eth2", 5, up=True, carrier=True, addresses=(IPv4Interface("198.51.100.9/24"),))
+        )
+        self.assertEqual(nat.addresses["cable"], Address("198.51.100.9"))
+        self.netlink.setState(InterfaceState("eth2", 5, up=True, carrier=True, addresses=()))
+        self.assertEqual(nat.addresses, {"fibre": Address("203.0.114.2")})
