@@ -26,6 +26,11 @@ from tests.integration.test_events import MANHOLE
 from tests.integration.test_nat import FLOW, PROBE, SERVER, SOAP
 
 INTERNET = "198.18.0.10"
+#: L{SOAP}, printing the answer's body too.
+SOAP_BODY = SOAP.replace(
+    "print(urllib.request.urlopen(request, timeout=10).status)",
+    "answer = urllib.request.urlopen(request, timeout=10); print(answer.status, answer.read().decode())",
+)
 DESC = "http://192.168.77.1:5000/rootDesc.xml"
 
 CONFIG = """
@@ -156,13 +161,21 @@ class MultiWANCase(SynchronousTestCase):
             return result.stdout + result.stderr
 
     def blackout(self, isp: Namespace, on: bool) -> None:
-        if on:
-            isp.run("nft", "add", "table", "inet", "blackout")
-            isp.run("nft", "add", "chain", "inet", "blackout", "input",
-                    "{ type filter hook input priority 0; policy accept; }")
-            isp.run("nft", "add", "rule", "inet", "blackout", "input", "iifname", "isp0", "drop")
-        else:
-            isp.run("nft", "delete", "table", "inet", "blackout")
+        blackout(isp, on)
+
+
+def blackout(isp: Namespace, on: bool) -> None:
+    """
+    Make C{isp} drop everything that reaches it from the gateway (its
+    C{isp0}), carrier up, or stop doing so.
+    """
+    if on:
+        isp.run("nft", "add", "table", "inet", "blackout")
+        isp.run("nft", "add", "chain", "inet", "blackout", "input",
+                "{ type filter hook input priority 0; policy accept; }")
+        isp.run("nft", "add", "rule", "inet", "blackout", "input", "iifname", "isp0", "drop")
+    else:
+        isp.run("nft", "delete", "table", "inet", "blackout")
 
 
 class FailoverTests(MultiWANCase):
@@ -206,8 +219,9 @@ class FailoverTests(MultiWANCase):
         elapsed = self.waitFor(lambda: self.via() == "isp2", "LAN traffic via isp2", 10)
         self.assertLess(elapsed, 6)
         self.assertEqual(self.upnpcAddress(), "203.0.115.2")
-        status = self.lab.lan.python(SOAP, "isp1", "GetStatusInfo", timeout=20).stdout
-        self.assertIn("200", status)
+        status = self.lab.lan.python(SOAP_BODY, "isp1", "GetStatusInfo", timeout=20).stdout
+        self.assertIn("<NewConnectionStatus>Connected</NewConnectionStatus>", status)
+        self.assertIn("<NewLastConnectionError>ERROR_NONE</NewLastConnectionError>", status)
         self.assertIn("WAN isp1 is unhealthy: no answer from 203.0.114.1", self.log.read_text())
         # The manhole's gateway.status() says why (LastConnectionError has
         # no value for it: the connection is fine).
@@ -287,7 +301,7 @@ class DHCPFailoverTests(SynchronousTestCase):
     """
     Two ISPs, each running dnsmasq, and two C{dhcp} links: the daemon gets
     both leases, LAN traffic leaves by the preferred WAN, and carrier loss
-    moves it to the other and back; a subscribed async-upnp-client hears
+    and upstream blackout each move it to the other and back; a subscribed async-upnp-client hears
     ConnectionStatus and DefaultConnectionService change; clients that
     discover the gateway as games do (SSDP, no URL given) are shown the
     active WAN's address.
@@ -462,3 +476,25 @@ class DHCPFailoverTests(SynchronousTestCase):
         self.assertEqual(self.address("wan0"), first)
         self.assertEqual(self.discoveredUpnpc(), first)
         self.assertNotIn("has no probe targets", self.log.read_text())
+
+    def test_blackout(self) -> None:
+        """
+        isp1's ISP drops everything from the gateway, carrier and lease up:
+        within 6 s LAN traffic leaves by isp2 and discovering clients are
+        shown isp2's address, while isp1's connection stays Connected; when
+        isp1 answers again, traffic goes back.
+        """
+        second = self.address("wan1")
+        blackout(self.lab.isp, True)
+        started = time.monotonic()
+        waitUntil(lambda: self.alive() and self.via() == "isp2", 10, "LAN traffic via isp2", details=self.details)
+        self.assertLess(time.monotonic() - started, 6)
+        self.assertEqual(self.discoveredUpnpc(), second)
+        status = self.lab.lan.python(SOAP_BODY, "isp1", "GetStatusInfo", timeout=20).stdout
+        self.assertIn("<NewConnectionStatus>Connected</NewConnectionStatus>", status)
+        self.assertIn("<NewLastConnectionError>ERROR_NONE</NewLastConnectionError>", status)
+        log = self.log.read_text()
+        self.assertIn("WAN isp1 is unhealthy: no answer from 203.0.114.1", log)
+        self.assertNotIn("WAN link wan0 lost", log)
+        blackout(self.lab.isp, False)
+        waitUntil(lambda: self.alive() and self.via() == "isp1", 30, "LAN traffic back via isp1", details=self.details)
