@@ -81,8 +81,11 @@ class WANService(MultiService):
         self._unobserveAddress: Callable[[], None] | None = None
         counters = None
         idle = None
-        if netlink is not None and hasattr(netlink, "statistics"):
+        if callable(getattr(link, "statistics", None)):
+            counters = link.statistics  # the link counts its own traffic
+        elif netlink is not None and hasattr(netlink, "statistics"):
             counters = lambda: netlink.statistics(config.interface)  # noqa: E731
+        if counters is not None:
             idle = lambda: counters().addCallback(  # noqa: E731
                 lambda s: s["rx_packets"] + s["tx_packets"]
             )

@@ -183,6 +183,11 @@ class WANCommonInterfaceConfigService:
             raise ActionFailed("traffic counters are not available for this WAN")
         try:
             stats: Mapping[str, Any] = await self.counters()
+        except KeyError as e:
+            # The interface is not there (yet, or any more): nothing to
+            # count, and nothing an admin needs a traceback for.
+            self.log.warn("No traffic counters for {interface}: it does not exist", interface=e)
+            raise ActionFailed("the WAN interface does not exist") from e
         except Exception as e:
             self.log.failure("Reading the WAN's traffic counters failed")
             raise ActionFailed("traffic counters cannot be read now") from e

@@ -100,6 +100,13 @@ class SimulatedLink(ObservableLink):
         self._setStatus(LinkStatus(carrier=self.status.carrier))
         return succeed(None)
 
+    def statistics(self) -> Deferred[Mapping[str, int]]:
+        """
+        The link's traffic counters: a simulated link carries no traffic, so
+        they stay at zero (the interface it names need not exist).
+        """
+        return succeed({"rx_bytes": 0, "tx_bytes": 0, "rx_packets": 0, "tx_packets": 0})
+
 
 @implementer(IPlugin, ILinkType)
 class SimulatedLinkType:

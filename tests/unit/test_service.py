@@ -589,3 +589,34 @@ class FailoverTests(SynchronousTestCase):
         self.assertEqual(nat.addresses["cable"], Address("198.51.100.9"))
         self.netlink.setState(InterfaceState("eth2", 5, up=True, carrier=True, addresses=()))
         self.assertEqual(nat.addresses, {"fibre": Address("203.0.114.2")})
+
+
+class SimulatedCountersTests(SynchronousTestCase):
+    """
+    A simulated WAN (whose interface does not exist) answers the traffic
+    counter actions, as upnpc -s asks them.
+    """
+
+    def test_zeroCounters(self) -> None:
+        """
+        GetTotalBytesSent on a simulated WAN says 0 instead of a fault.
+        """
+        state = Path(temporaryPath(self).path)
+        reactor = ListeningReactor()
+        gateway = makeGateway(
+            config.parse(CONFIG.format(state=state)),
+            reactor,
+            netlink=FakeNetlink([LAN, ETH1]),
+            ssdpListen=lambda protocol: FakePacketInfoTransport(),
+        )
+        gateway.startService()
+        self.addCleanup(gateway.stopService)
+        site = reactor.tcpServers[0][1]
+        address = IPv4Address("TCP", "192.168.1.20", 40000)
+        channel = site.buildProtocol(address)
+        transport = StringTransport(peerAddress=address)
+        channel.makeConnection(transport)
+        common = "urn:schemas-upnp-org:service:WANCommonInterfaceConfig:1"
+        channel.dataReceived(miniupnpc("/ctl/backup/WANCommonIFC1", common, "GetTotalBytesSent"))
+        reactor.advance(0)
+        self.assertIn(b"<NewTotalBytesSent>0</NewTotalBytesSent>", transport.value())

@@ -159,10 +159,13 @@ class CounterTests(SynchronousTestCase):
         for service in (
             WANCommonInterfaceConfigService(FakeWAN()),
             WANCommonInterfaceConfigService(FakeWAN(), counters=lambda: fail(KeyError("eth1"))),
+            WANCommonInterfaceConfigService(FakeWAN(), counters=lambda: fail(OSError("netlink"))),
         ):
             failure = self.failureResultOf(Deferred.fromCoroutine(service.GetTotalBytesSent(None)), UPnPError)
             self.assertEqual(failure.value.code, 501)
-        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+        # A missing interface is one warning line; anything else is logged with its traceback.
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 0)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
 
 
 class ConnectionTests(SynchronousTestCase):
