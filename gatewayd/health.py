@@ -498,7 +498,9 @@ class HealthMonitor(Service):
             else ""
         )
         flapped = f"; flapped {self._flaps} times in a row" if self._flaps else ""
-        self.log.warn(
+        # Still coming up (no verdict yet) is news, not a warning.
+        emit = self.log.info if previous == UNKNOWN else self.log.warn
+        emit(
             "WAN {wan} is unhealthy: {reason}{silent}{flapped}; it was {previous} "
             "for {duration:.1f} s",
             wan=self.wan,

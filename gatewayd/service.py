@@ -562,10 +562,12 @@ def _buildRouter(
     real = IRouteWriter.providedBy(netlink)
     writer = netlink if real else MemoryRouteWriter()
     kernelCheck = None
-    if real:
-        interfaces = [
-            w.config.interface for w in gateway.wans.values() if getattr(w.link, "probed", True)
-        ]
+    interfaces = [
+        w.config.interface for w in gateway.wans.values() if getattr(w.link, "probed", True)
+    ]
+    if real and interfaces:
+        # Only WANs with a kernel interface need forwarding and rp_filter
+        # right (the demo's simulated WANs have none).
 
         def kernelCheck() -> list[str]:
             return checkKernel(readSysctls(sysctlKeys(interfaces)), interfaces)
