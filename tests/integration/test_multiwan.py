@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol, Sequence
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -32,6 +33,84 @@ SOAP_BODY = SOAP.replace(
     "answer = urllib.request.urlopen(request, timeout=10); print(answer.status, answer.read().decode())",
 )
 DESC = "http://192.168.77.1:5000/rootDesc.xml"
+_CONNECT = "s = socket.create_connection((host, port), timeout=2)"
+assert PROBE.count(_CONNECT) == 1
+#: L{PROBE}, its TCP connection made from the address in argv[4]: from the
+#: internet host rather than the ISP's own (directly connected) address, so
+#: that the gateway's replies follow its routing, not the connected route.
+PROBE_FROM = PROBE.replace(_CONNECT, _CONNECT[:-1] + ", source_address=(sys.argv[4], 0))")
+
+
+class _Spawner(Protocol):
+    def spawn(self, ns: Namespace, argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]: ...
+
+
+def serve(
+    lab: _Spawner, work: Path, ns: Namespace, name: str, *ports: str, code: str = SERVER
+) -> None:
+    """
+    Run L{SERVER} (or C{code}) in C{ns} as C{name} on C{ports}
+    ("tcp/8080", "udp/7"), its log in C{work}; return once it is ready.
+    """
+    log = work / f"server-{name}.log"
+    process = lab.spawn(ns, [sys.executable, "-c", code, name, *ports], log)
+    deadline = time.monotonic() + 10
+    while b"ready" not in log.read_bytes():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"server {name} did not start: {log.read_text()}")
+        time.sleep(0.05)
+
+
+def serveInternet(lab: _Spawner, work: Path, isp: Namespace, name: str) -> None:
+    """
+    Give C{isp} the internet host (L{INTERNET} on its loopback) answering
+    UDP port 7 with C{name}, from that address.
+    """
+    isp.ip("addr", "add", INTERNET + "/32", "dev", "lo")
+    code = SERVER.replace('s.bind(("0.0.0.0"', f's.bind(("{INTERNET}"')
+    serve(lab, work, isp, name, "udp/7", code=code)
+
+
+def mapAndConnect(lan: Namespace, isp: Namespace, wan: str, wanAddress: str, client: str) -> str:
+    """
+    Map TCP port 8080 of C{wan}'s address C{wanAddress} to C{client}'s
+    8080 (AddPortMapping from the LAN host), then connect to it from the
+    internet host in C{isp}, send "hello" and read the answer.
+
+    @return: the answer ("lan:hello" when it worked both ways), or the
+        SOAP status when the mapping was refused.
+    """
+    answer = lan.python(
+        SOAP, wan, "AddPortMapping", "NewRemoteHost=", "NewExternalPort=8080",
+        "NewProtocol=TCP", "NewInternalPort=8080", f"NewInternalClient={client}",
+        "NewEnabled=1", "NewPortMappingDescription=test", "NewLeaseDuration=0", timeout=20,
+    ).stdout.strip()
+    if answer != "200":
+        return f"AddPortMapping: {answer}"
+    return isp.python(PROBE_FROM, "tcp", wanAddress, "8080", INTERNET, timeout=15).stdout.strip()
+
+
+def startFlow(
+    lab: _Spawner, lan: Namespace, log: Path, seconds: float = 8
+) -> subprocess.Popen[bytes]:
+    """
+    Start a long-lived UDP flow (L{FLOW}) from C{lan} to the internet host,
+    for C{seconds}, logging each answer to C{log}.
+    """
+    return lab.spawn(lan, [sys.executable, "-c", FLOW, "udp", INTERNET, "7", str(seconds)], log)
+
+
+def assertFlowMoved(case: SynchronousTestCase, flow: subprocess.Popen[bytes], log: Path) -> None:
+    """
+    Wait for the flow from L{startFlow} to end (bounded) and check that it
+    was answered through isp1, then, after the failover, through isp2 again
+    (re-established, not hanging).
+    """
+    flow.wait(timeout=20)
+    answers = [line.split(" ", 1)[1] for line in log.read_text().splitlines()]
+    case.assertIn("isp1:x", answers)
+    case.assertEqual(answers[-1], "isp2:x", answers)
+
 
 CONFIG = """
 [gateway]
@@ -79,10 +158,8 @@ class MultiWANCase(SynchronousTestCase):
         self.work = Path(self.mktemp()).resolve()
         self.work.mkdir(parents=True)
         for isp, name in ((self.lab.isp, "isp1"), (self.isp2, "isp2")):
-            isp.ip("addr", "add", INTERNET + "/32", "dev", "lo")
-            # Bound to the internet host's address, so that it answers from it.
-            self.serve(isp, name, "udp/7", code=SERVER.replace('s.bind(("0.0.0.0"', f's.bind(("{INTERNET}"'))
-        self.serve(self.lab.lan, "lan", "tcp/8080")
+            serveInternet(self.lab, self.work, isp, name)
+        serve(self.lab, self.work, self.lab.lan, "lan", "tcp/8080")
         config = self.work / "gatewayd.toml"
         passwords = self.work / "manhole.passwd"
         passwords.write_text("admin:sesame\n")
@@ -100,15 +177,6 @@ class MultiWANCase(SynchronousTestCase):
         if self.daemon.poll() is None:
             self.daemon.send_signal(signal.SIGTERM)
             self.daemon.wait(timeout=30)
-
-    def serve(self, ns: Namespace, name: str, *ports: str, code: str = SERVER) -> None:
-        log = self.work / f"server-{name}.log"
-        process = self.lab.spawn(ns, [sys.executable, "-c", code, name, *ports], log)
-        deadline = time.monotonic() + 10
-        while b"ready" not in log.read_bytes():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"server {name} did not start: {log.read_text()}")
-            time.sleep(0.05)
 
     def via(self) -> str:
         """
@@ -190,19 +258,14 @@ class FailoverTests(MultiWANCase):
         self.assertEqual(self.upnpcAddress(), "203.0.114.2")
         self.assertEqual(self.asyncClientAddress(), "203.0.114.2")
         flowLog = self.work / "flow.log"
-        flow = self.lab.spawn(self.lab.lan, [sys.executable, "-c", FLOW, "udp", INTERNET, "7", "8"], flowLog)
+        flow = startFlow(self.lab, self.lab.lan, flowLog)
         time.sleep(1.5)
         self.lab.isp.ip("link", "set", "isp0", "down")
         elapsed = self.waitFor(lambda: self.via() == "isp2", "LAN traffic via isp2", 5)
         self.assertLess(elapsed, 3)
         self.assertEqual(self.upnpcAddress(), "203.0.115.2")
         self.assertEqual(self.asyncClientAddress(), "203.0.115.2")
-        flow.wait(timeout=20)
-        answers = [line.split(" ", 1)[1] for line in flowLog.read_text().splitlines()]
-        # The long-lived flow answered through isp1, then, after the
-        # failover, through isp2 again (re-established, not hanging).
-        self.assertIn("isp1:x", answers)
-        self.assertEqual(answers[-1], "isp2:x", answers)
+        assertFlowMoved(self, flow, flowLog)
         self.assertIn("Active WAN isp2 (was isp1)", self.log.read_text())
         self.lab.isp.ip("link", "set", "isp0", "up")
         self.waitFor(lambda: self.via() == "isp1", "LAN traffic back via isp1", 30)
@@ -240,15 +303,10 @@ class FailoverTests(MultiWANCase):
     def test_mappingOnBackupWAN(self) -> None:
         """
         A port mapping on isp2, the WAN without the default route, carries
-        a real TCP connection both ways: the replies leave by isp2.
+        a real TCP connection from the internet host both ways: the replies
+        leave by isp2 (isp1 would answer them with a reset).
         """
-        answer = self.lab.lan.python(
-            SOAP, "isp2", "AddPortMapping", "NewRemoteHost=", "NewExternalPort=8080",
-            "NewProtocol=TCP", "NewInternalPort=8080", f"NewInternalClient={self.lab.hostAddress}",
-            "NewEnabled=1", "NewPortMappingDescription=test", "NewLeaseDuration=0", timeout=20,
-        ).stdout.strip()
-        self.assertEqual(answer, "200", answer)
-        out = self.isp2.python(PROBE, "tcp", "203.0.115.2", "8080", timeout=15).stdout.strip()
+        out = mapAndConnect(self.lab.lan, self.isp2, "isp2", "203.0.115.2", self.lab.hostAddress)
         self.assertEqual(out, "lan:hello")
         self.assertEqual(self.via(), "isp1")
 
@@ -304,7 +362,9 @@ class DHCPFailoverTests(SynchronousTestCase):
     and upstream blackout each move it to the other and back; a subscribed async-upnp-client hears
     ConnectionStatus and DefaultConnectionService change; clients that
     discover the gateway as games do (SSDP, no URL given) are shown the
-    active WAN's address.
+    active WAN's address. As with unmanaged links, a mapping on the
+    non-default WAN carries a TCP connection both ways, and a long-lived
+    LAN flow re-establishes through the other WAN after failover.
     """
 
     def setUp(self) -> None:
@@ -321,11 +381,8 @@ class DHCPFailoverTests(SynchronousTestCase):
         self.lab.serveDHCP(self.lab.isp, "203.0.114.1", "203.0.114.50", "203.0.114.60", "dnsmasq-isp1")
         self.lab.serveDHCP(self.isp2, "203.0.115.1", "203.0.115.50", "203.0.115.60", "dnsmasq-isp2")
         for isp, name in ((self.lab.isp, "isp1"), (self.isp2, "isp2")):
-            isp.ip("addr", "add", INTERNET + "/32", "dev", "lo")
-            log = self.work / f"server-{name}.log"
-            code = SERVER.replace('s.bind(("0.0.0.0"', f's.bind(("{INTERNET}"')
-            self.lab.spawn(isp, [sys.executable, "-c", code, name, "udp/7"], log)
-            waitUntil(lambda: b"ready" in log.read_bytes(), 10, f"server {name}")
+            serveInternet(self.lab, self.work, isp, name)
+        serve(self.lab, self.work, self.lab.lan, "lan", "tcp/8080")
         config = self.work / "gatewayd.toml"
         config.write_text(DHCP_CONFIG.format(state=self.work / "state"))
         self.log = self.work / "gatewayd.log"
@@ -498,3 +555,27 @@ class DHCPFailoverTests(SynchronousTestCase):
         self.assertNotIn("WAN link wan0 lost", log)
         blackout(self.lab.isp, False)
         waitUntil(lambda: self.alive() and self.via() == "isp1", 30, "LAN traffic back via isp1", details=self.details)
+
+    def test_mappingOnBackupWAN(self) -> None:
+        """
+        A port mapping on isp2, the WAN without the default route, whose
+        address is leased, carries a real TCP connection from the internet
+        host both ways: the replies leave by isp2.
+        """
+        second = self.address("wan1")
+        self.assertTrue(second.startswith("203.0.115."), second)
+        out = mapAndConnect(self.lab.lan, self.isp2, "isp2", second, self.lab.hostAddress)
+        self.assertEqual(out, "lan:hello", self.details())
+        self.assertEqual(self.via(), "isp1")
+
+    def test_longFlowFailover(self) -> None:
+        """
+        A long-lived LAN flow answered through isp1 is answered through isp2
+        again (re-established, not hanging) after isp1's carrier goes.
+        """
+        flowLog = self.work / "flow.log"
+        flow = startFlow(self.lab, self.lab.lan, flowLog)
+        time.sleep(1.5)
+        self.lab.isp.ip("link", "set", "isp0", "down")
+        waitUntil(lambda: self.alive() and self.via() == "isp2", 10, "LAN traffic via isp2", details=self.details)
+        assertFlowMoved(self, flow, flowLog)
