@@ -267,14 +267,26 @@ class Gatewayd(Daemon):
                 check=False, env=env, cwd="/")
         return r.stdout.strip() or "unknown"
 
+    #: The NAT backend the bench runs gatewayd with (bench_nat.py: nftables).
+    nat = "memory"
+    friendlyName = "gatewayd bench"
+
+    def extraMappings(self) -> int:
+        """Mappings added beyond the largest size (max_mappings must allow them)."""
+        return PROBE_COUNT
+
+    def sourcePath(self) -> str | None:
+        """Where gatewayd is imported from; None: as installed."""
+        return self.args.gatewayd_path
+
     def start(self) -> None:
         conf = self.tmp / "gatewayd.toml"
-        maxMappings = min(65535, max(20000, max(self.args.sizes) + PROBE_COUNT + 100))
+        maxMappings = min(65535, max(20000, max(self.args.sizes) + self.extraMappings() + 100))
         conf.write_text(
-            f"""# written by bench_igd.py
+            f"""# written by {Path(sys.argv[0]).name}
 [gateway]
 state_dir = "{self.tmp / 'state'}"
-nat = "memory"
+nat = "{self.nat}"
 on_stop = "clean"
 
 [lan]
@@ -282,7 +294,7 @@ interfaces = ["{IF_GW_LAN}"]
 http_port = {HTTP_PORT}
 
 [upnp]
-friendly_name = "gatewayd bench"
+friendly_name = "{self.friendlyName}"
 secure_mode = true
 max_mappings = {maxMappings}
 rules = [
@@ -298,11 +310,12 @@ link = {{ type = "unmanaged", gateway = "{ISP_IP}" }}
         )
         (self.tmp / "state").mkdir(exist_ok=True)
         self.logFile = self.tmp / "gatewayd.log"
+        env = dict(os.environ)
+        path = self.sourcePath()
+        if path:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [path, env.get("PYTHONPATH")]))
         with open(self.logFile, "ab") as out:
             # ip netns exec and twistd's #! both exec: the pid is the daemon's.
-            env = dict(os.environ)
-            if self.args.gatewayd_path:
-                env["PYTHONPATH"] = os.pathsep.join(filter(None, [self.args.gatewayd_path, env.get("PYTHONPATH")]))
             self.proc = subprocess.Popen(
                 ["ip", "netns", "exec", self.lab.gw, self.args.twistd, "-n", "--pidfile=",
                  "gatewayd", "--config", str(conf)],

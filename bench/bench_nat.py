@@ -217,47 +217,14 @@ def runBackend(args) -> dict[str, Any]:
 class GatewaydNFT(bench_igd.Gatewayd):
     """bench_igd.py's gatewayd, with nat = "nftables" (the kernel) and on_stop = "clean"."""
 
-    def start(self) -> None:
-        conf = self.tmp / "gatewayd.toml"
-        maxMappings = min(65535, max(20000, max(self.args.sizes) + self.args.samples + 100))
-        conf.write_text(
-            f"""# written by bench_nat.py
-[gateway]
-state_dir = "{self.tmp / 'state'}"
-nat = "nftables"
-on_stop = "clean"
+    nat = "nftables"
+    friendlyName = "gatewayd nat bench"
 
-[lan]
-interfaces = ["{IF_GW_LAN}"]
-http_port = {HTTP_PORT}
+    def extraMappings(self) -> int:
+        return self.args.samples
 
-[upnp]
-friendly_name = "gatewayd nat bench"
-secure_mode = true
-max_mappings = {maxMappings}
-rules = [
-  "allow 1024-65535 {LAN_NET}.0/24 1024-65535",
-  "deny 0-65535 0.0.0.0/0 0-65535",
-]
-
-[[wan]]
-name = "isp1"
-interface = "{IF_GW_WAN}"
-link = {{ type = "unmanaged", gateway = "{ISP_IP}" }}
-"""
-        )
-        (self.tmp / "state").mkdir(exist_ok=True)
-        self.logFile = self.tmp / "gatewayd.log"
-        env = dict(os.environ)
-        path = self.args.gatewayd_path or str(ROOT)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [path, env.get("PYTHONPATH")]))
-        with open(self.logFile, "ab") as out:
-            self.proc = subprocess.Popen(
-                ["ip", "netns", "exec", self.lab.gw, self.args.twistd, "-n", "--pidfile=",
-                 "gatewayd", "--config", str(conf)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=self.tmp, env=env,
-            )
-        self.pid = self.proc.pid
+    def sourcePath(self) -> str | None:
+        return self.args.gatewayd_path or str(ROOT)
 
 
 class MiniupnpdNFT(bench_igd.Miniupnpd):
