@@ -48,6 +48,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+# The namespace and process helpers are bench_igd.py's (stdlib only).
+from bench_igd import addNamespace, alive, cleanupAll, log, removeNamespace, run  # noqa: E402
 
 LAN_NET = "192.168.78"
 GW_IP = f"{LAN_NET}.1"
@@ -60,29 +64,6 @@ FIRST_LISTEN_PORT = 20000
 FIRST_MAPPED_PORT = 40000
 IF_GW, IF_HOST = "gelan0", "gehost0"
 GOAL_SECONDS = 1.0
-
-_namespaces: list[str] = []
-
-
-def log(msg: str) -> None:
-    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {msg}\n")
-    sys.stderr.flush()
-
-
-def run(argv: list[str], timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)}: exit {r.returncode}: {r.stderr.strip()[:500]}")
-    return r
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
 
 def rss(pid: int) -> dict | None:
     out = {}
@@ -118,8 +99,7 @@ class Lab:
 
     def up(self) -> None:
         for ns in (self.gw, self.lan):
-            run(["ip", "netns", "add", ns])
-            _namespaces.append(ns)
+            addNamespace(ns)
             run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
                  "net.ipv6.conf.default.disable_ipv6=1"], check=False)
             run(["ip", "-n", ns, "link", "set", "lo", "up"])
@@ -139,38 +119,6 @@ class Lab:
     def down(self) -> None:
         for ns in (self.lan, self.gw):
             removeNamespace(ns)
-
-
-def removeNamespace(ns: str) -> None:
-    """
-    Kill every process in the namespace (by pid), then delete it.
-    """
-    if ns not in _namespaces:
-        return
-    for sig, pause in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 1.0)):
-        r = run(["ip", "netns", "pids", ns], check=False, timeout=10)
-        pids = [int(p) for p in r.stdout.split() if p.isdigit() and int(p) != os.getpid()]
-        pids = [p for p in pids if alive(p)]
-        if not pids:
-            break
-        for p in pids:
-            try:
-                os.kill(p, sig)
-            except ProcessLookupError:
-                pass
-        end = time.monotonic() + pause
-        while time.monotonic() < end and any(alive(p) for p in pids):
-            time.sleep(0.05)
-    run(["ip", "netns", "del", ns], check=False, timeout=10)
-    _namespaces.remove(ns)
-
-
-def cleanupAll() -> None:
-    for ns in list(_namespaces):
-        try:
-            removeNamespace(ns)
-        except Exception as e:  # keep going: remove the others
-            log(f"cleanup of {ns}: {e}")
 
 
 def gatewaydConfig(tmp: Path, args) -> Path:

@@ -159,8 +159,7 @@ class Lab:
 
     def up(self) -> None:
         for ns in (self.gw, self.lan, self.isp):
-            run(["ip", "netns", "add", ns])
-            _namespaces.append(ns)
+            addNamespace(ns)
             # IPv6 off: no DAD, RS or MLD chatter in the lab.
             self.ns(ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1", check=False)
             run(["ip", "-n", ns, "link", "set", "lo", "up"])
@@ -187,6 +186,12 @@ class Lab:
     def down(self) -> None:
         for ns in (self.lan, self.gw, self.isp):
             removeNamespace(ns)
+
+
+def addNamespace(ns: str) -> None:
+    """Create a namespace and remember it for L{cleanupAll}."""
+    run(["ip", "netns", "add", ns])
+    _namespaces.append(ns)
 
 
 def removeNamespace(ns: str) -> None:
