@@ -52,6 +52,7 @@ sys.path.insert(0, str(HERE))
 
 # The namespace and process helpers are bench_igd.py's (stdlib only).
 from bench_igd import addNamespace, alive, cleanupAll, log, removeNamespace, run  # noqa: E402
+from bench_igd import memory as rss  # noqa: E402  (VmRSS and VmHWM of a pid)
 
 LAN_NET = "192.168.78"
 GW_IP = f"{LAN_NET}.1"
@@ -64,19 +65,6 @@ FIRST_LISTEN_PORT = 20000
 FIRST_MAPPED_PORT = 40000
 IF_GW, IF_HOST = "gelan0", "gehost0"
 GOAL_SECONDS = 1.0
-
-def rss(pid: int) -> dict | None:
-    out = {}
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key in ("VmRSS", "VmHWM"):
-                    out[key + "_kB"] = int(value.split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return out or None
-
 
 def raiseFileLimit(wanted: int = 16384) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
