@@ -124,18 +124,29 @@ class WANMappings:
         staticKeys = {m.key for m in staticMappings}
         loaded = [m for m in loaded if m.key not in staticKeys and not m.static]
         dropped = self.table.restore(staticMappings + loaded)
+        now = self._clock.seconds()
         for mapping in dropped:
+            expired = mapping.expiresAt is not None and mapping.expiresAt <= now
             self.log.info(
-                "WAN {wan}: saved mapping {protocol} {port} -> {client}:{internal} expired while we were down",
-                wan=self.wan,
-                protocol=mapping.protocol,
-                port=mapping.externalPort,
-                client=mapping.internalClient,
-                internal=mapping.internalPort,
+                "WAN {wan}: dropped saved mapping {protocol} {port} -> {client}:{internal}: {why}",
+                why="it expired while we were down" if expired else "its port is taken by another mapping",
+                **self._fields(mapping),
             )
             self._journal.delete(journalKey(self.wan, mapping.key)).addErrback(self._logFailure)
         if len(self.table):
             self.log.info("WAN {wan}: restored {count} port mappings", wan=self.wan, count=len(self.table))
+
+    def _fields(self, mapping: PortMapping) -> dict[str, object]:
+        """
+        @return: the log fields that name C{mapping} on this WAN.
+        """
+        return {
+            "wan": self.wan,
+            "protocol": mapping.protocol,
+            "port": mapping.externalPort,
+            "client": mapping.internalClient,
+            "internal": mapping.internalPort,
+        }
 
     def installed(self) -> list[NATMapping]:
         """
@@ -205,11 +216,7 @@ class WANMappings:
         for mapping in change.removed:
             self.log.info(
                 "WAN {wan}: lease of {protocol} {port} -> {client}:{internal} ran out",
-                wan=self.wan,
-                protocol=mapping.protocol,
-                port=mapping.externalPort,
-                client=mapping.internalClient,
-                internal=mapping.internalPort,
+                **self._fields(mapping),
             )
         d = self._nat.apply([], [self.nat(m) for m in change.removed])
         d.addCallback(lambda _: self._record(change))
