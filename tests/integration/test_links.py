@@ -148,8 +148,9 @@ class DHCPLinkTests(LinkTestCase):
         self.waitForStatus(15, Status="Connected", ExternalIPAddress=address)
 
         self.lab.startDHCP("203.0.114.70", "203.0.114.80", 120, FAST)
+        newRange = {f"203.0.114.{n}" for n in range(70, 81)}
         status = waitUntil(
-            lambda: (s := self.status()).get("ExternalIPAddress", "").startswith("203.0.114.7") and s,
+            lambda: (s := self.status()).get("ExternalIPAddress") in newRange and s,
             40,
             "the new address",
             interval=0.5,
