@@ -33,6 +33,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.python.filepath import FilePath
 
 from gatewayd.config import MARK_MASK
 from gatewayd.errors import ConfigError
@@ -126,6 +127,111 @@ def settingsFromConfig(config: Any) -> TableSettings:
         hairpin=bool(getattr(gateway, "hairpin", False)),
         lanInterfaces=tuple(getattr(lan, "interfaces", ())),
     )
+
+
+@dataclass(frozen=True)
+class LANBridge:
+    """
+    A LAN interface that is a bridge, as far as hairpin cares.
+
+    @ivar name: the bridge.
+    @ivar callIptables: whether C{net.bridge.bridge-nf-call-iptables} is 1
+        in gatewayd's network namespace (br_netfilter is loaded and hands
+        the bridge's IPv4 packets to the IPv4 hooks, this table's too).
+    @ivar bridgeCallIptables: whether the bridge's own C{nf_call_iptables}
+        option does the same (it counts only with br_netfilter loaded).
+    @ivar ports: the bridge's ports without C{hairpin_mode}.
+    """
+
+    name: str
+    callIptables: bool
+    bridgeCallIptables: bool
+    ports: tuple[str, ...]
+
+
+def bridgeProblems(settings: TableSettings, bridges: Iterable[LANBridge]) -> list[str]:
+    """
+    Pure: why LAN hosts cannot reach their own mappings through a WAN
+    address, one sentence per LAN bridge (none with hairpin off).
+
+    With br_netfilter on, a LAN packet passes this table's prerouting
+    chain while the bridge still holds it; when the DNAT'd destination is
+    routed back out of the same bridge, br_netfilter gives the packet back
+    to the bridge (it never reaches the routing code), and a bridge never
+    sends a frame out of the port it came in by unless that port has
+    C{hairpin_mode}. Another host's mapping is behind another port, so it
+    works; a host's own is behind its own port, so it is dropped.
+    """
+    if not settings.hairpin:
+        return []
+    problems = []
+    for bridge in bridges:
+        switches: list[str] = []
+        fixes: list[str] = []
+        if bridge.callIptables:
+            switches.append("net.bridge.bridge-nf-call-iptables=1")
+            fixes.append("set net.bridge.bridge-nf-call-iptables=0")
+        if bridge.bridgeCallIptables:
+            switches.append(f"the bridge option nf_call_iptables on {bridge.name}")
+            fixes.append(f"ip link set {bridge.name} type bridge nf_call_iptables 0")
+        if not switches or not bridge.ports:
+            continue
+        problems.append(
+            f"Hairpin: LAN hosts behind {', '.join(bridge.ports)} of bridge {bridge.name} cannot "
+            "reach their own port mappings through a WAN address (other hosts' mappings work): "
+            f"with {' and '.join(switches)}, br_netfilter hands the forwarded packet back to the "
+            "bridge, which never sends a frame out of the port it came in by. To fix it, "
+            f"{' and '.join(fixes)} (gatewayd does not need br_netfilter), or set hairpin_mode "
+            "on the ports that lead to a single host (never on a port to a switch)"
+        )
+    return problems
+
+
+def readBridges(
+    interfaces: Iterable[str],
+    sysfs: FilePath[str] | None = None,
+    sysctl: FilePath[str] | None = None,
+) -> list[LANBridge]:
+    """
+    Read what L{bridgeProblems} needs of those of C{interfaces} that are
+    bridges, in the network namespace gatewayd runs in (sysfs and procfs
+    reads do not block).
+
+    @param sysfs: C{/sys/class/net} by default.
+    @param sysctl: C{/proc/sys} by default.
+    """
+    devices = sysfs if sysfs is not None else FilePath("/sys/class/net")
+    proc = sysctl if sysctl is not None else FilePath("/proc/sys")
+
+    def on(path: FilePath[str]) -> bool:
+        try:
+            return path.getContent().strip() == b"1"
+        except OSError:
+            return False
+
+    loaded = proc.preauthChild("net/bridge").isdir()
+    callIptables = on(proc.preauthChild("net/bridge/bridge-nf-call-iptables"))
+    bridges = []
+    for name in interfaces:
+        if not _IFNAME.match(name) or name in (".", ".."):
+            continue
+        device = devices.child(name)
+        if not device.child("bridge").isdir():
+            continue
+        ports: list[FilePath[str]]
+        try:
+            ports = device.child("brif").children()
+        except OSError:
+            ports = []
+        bridges.append(
+            LANBridge(
+                name=name,
+                callIptables=callIptables,
+                bridgeCallIptables=loaded and on(device.child("bridge").child("nf_call_iptables")),
+                ports=tuple(sorted(p.basename() for p in ports if not on(p.child("hairpin_mode")))),
+            )
+        )
+    return bridges
 
 
 def hasNetAdmin(status: str) -> bool:
@@ -341,6 +447,9 @@ def tableScript(
         # must answer the router, not the client directly (which expects
         # the WAN address). It is told from a WAN peer's by its mark: every
         # connection that came in by a WAN has the WAN's (inbound chain).
+        # The same rule serves a host reaching its own mapping, as long as
+        # the kernel routes the packet: br_netfilter on a LAN bridge
+        # bridges it instead, and drops it (bridgeProblems).
         lines.append(
             f"\t\toifname @lanifs ct status dnat ct mark and {MARK_MASK:#x} == 0 "
             "ct original ip daddr @wanaddrs masquerade"
@@ -582,6 +691,7 @@ class NFTablesBackend(Service):
         settings: TableSettings | None = None,
         procStatus: str = "/proc/self/status",
         checkInterval: float = CHECK_INTERVAL,
+        bridges: Callable[[Sequence[str]], list[LANBridge]] | None = None,
     ) -> None:
         """
         @param config: the L{gatewayd.config.Config} (WANs, LAN interfaces,
@@ -593,6 +703,9 @@ class NFTablesBackend(Service):
         @param runner: runs a command with some input; through
             C{reactor.spawnProcess} by default.
         @param settings: the table's settings; from C{config} by default.
+        @param bridges: reads the LAN interfaces that are bridges, for the
+            hairpin check at start; L{readBridges} by default (nothing with
+            C{netns}: this process's files do not describe that namespace).
         @raise ConfigError: without CAP_NET_ADMIN.
         """
         try:
@@ -610,6 +723,9 @@ class NFTablesBackend(Service):
         self._conntrack = prefix + list(conntrack)
         self._run: Runner = runner if runner is not None else ProcessRunner(reactor)
         self._checkInterval = checkInterval
+        if bridges is None:
+            bridges = readBridges if netns is None else (lambda interfaces: [])
+        self._bridges = bridges
         self._marks = {w.interface: w.mark for w in self.settings.wans}
 
         self._installed: dict[tuple[str, str, int, str], NATMapping] = {}
@@ -679,6 +795,10 @@ class NFTablesBackend(Service):
 
     def startService(self) -> None:
         super().startService()
+        if self.settings.hairpin:
+            bridges = self._bridges(self.settings.lanInterfaces)
+            for problem in bridgeProblems(self.settings, bridges):
+                self.log.warn("{problem}", problem=problem)
         self._rebuild = "start"
         self._leftover = None
         self._kick()

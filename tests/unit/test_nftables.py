@@ -24,12 +24,14 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from gatewayd.errors import ConfigError
 from gatewayd.nat.memory import MappingExists
 from gatewayd.nat.nftables import (
+    LANBridge,
     NFTablesBackend,
     NFTablesFailed,
     ProcessResult,
     TableSettings,
     WANSettings,
     addressScript,
+    bridgeProblems,
     changeScript,
     conntrackArguments,
     formatElement,
@@ -37,6 +39,7 @@ from gatewayd.nat.nftables import (
     hairpinConntrackArguments,
     kernelElements,
     parseElements,
+    readBridges,
     tableScript,
 )
 from tests.unit.test_nat import mapping
@@ -288,6 +291,73 @@ class TextTests(SynchronousTestCase):
             hairpinConntrackArguments(("eth1", "tcp", "", 8080), ("192.168.1.10", 80), WAN1),
             ["-D", "-p", "tcp", "--orig-dst", "203.0.113.2", "--orig-port-dst", "8080",
              "--reply-src", "192.168.1.10", "--reply-port-src", "80"],
+        )
+
+    def test_bridgeProblems(self) -> None:
+        """
+        With hairpin on, a LAN bridge whose IPv4 packets br_netfilter hands
+        to the IPv4 hooks (by the namespace's sysctl or the bridge's own
+        option) keeps the hosts behind its ports without hairpin_mode from
+        their own mappings: one sentence per bridge says so, why, and what
+        to set. Nothing without hairpin, without br_netfilter's switch, or
+        when every port has hairpin_mode.
+        """
+        bridge = LANBridge(
+            "br-lan", callIptables=True, bridgeCallIptables=False, ports=("eth3", "eth4")
+        )
+        self.assertEqual(
+            bridgeProblems(HAIRPIN, [bridge]),
+            ["Hairpin: LAN hosts behind eth3, eth4 of bridge br-lan cannot reach their own port "
+             "mappings through a WAN address (other hosts' mappings work): with "
+             "net.bridge.bridge-nf-call-iptables=1, br_netfilter hands the forwarded packet back to "
+             "the bridge, which never sends a frame out of the port it came in by. To fix it, set "
+             "net.bridge.bridge-nf-call-iptables=0 (gatewayd does not need br_netfilter), or set "
+             "hairpin_mode on the ports that lead to a single host (never on a port to a switch)"],
+        )
+        [both] = bridgeProblems(HAIRPIN, [replace(bridge, bridgeCallIptables=True)])
+        self.assertIn(
+            "with net.bridge.bridge-nf-call-iptables=1 and the bridge option nf_call_iptables on "
+            "br-lan, ", both,
+        )
+        self.assertIn(
+            "set net.bridge.bridge-nf-call-iptables=0 and ip link set br-lan type bridge "
+            "nf_call_iptables 0 (", both,
+        )
+        [own] = bridgeProblems(
+            HAIRPIN, [replace(bridge, callIptables=False, bridgeCallIptables=True)]
+        )
+        self.assertIn("To fix it, ip link set br-lan type bridge nf_call_iptables 0 (", own)
+        self.assertEqual(bridgeProblems(SETTINGS, [bridge]), [])
+        self.assertEqual(bridgeProblems(HAIRPIN, [replace(bridge, callIptables=False)]), [])
+        self.assertEqual(bridgeProblems(HAIRPIN, [replace(bridge, ports=())]), [])
+
+    def test_readBridges(self) -> None:
+        """
+        The LAN interfaces that are bridges are read from sysfs with their
+        ports lacking hairpin_mode, and br_netfilter's switches from
+        procfs; the bridge's own option counts only with br_netfilter
+        loaded. Other and missing interfaces are left out.
+        """
+        from twisted.python.filepath import FilePath
+
+        sysfs = FilePath(self.mktemp())
+        proc = FilePath(self.mktemp())
+        for port, hairpin in (("eth3", b"0\n"), ("eth4", b"1\n"), ("eth5", b"0\n")):
+            path = sysfs.preauthChild(f"br-lan/brif/{port}")
+            path.makedirs()
+            path.child("hairpin_mode").setContent(hairpin)
+        sysfs.preauthChild("br-lan/bridge").makedirs()
+        sysfs.preauthChild("br-lan/bridge/nf_call_iptables").setContent(b"1\n")
+        sysfs.preauthChild("lan1").makedirs()
+        self.assertEqual(
+            readBridges(["br-lan", "lan1", "lan9", "../x"], sysfs, proc),
+            [LANBridge("br-lan", False, bridgeCallIptables=False, ports=("eth3", "eth5"))],
+        )
+        proc.preauthChild("net/bridge").makedirs()
+        proc.preauthChild("net/bridge/bridge-nf-call-iptables").setContent(b"1\n")
+        self.assertEqual(
+            readBridges(["br-lan"], sysfs, proc),
+            [LANBridge("br-lan", True, bridgeCallIptables=True, ports=("eth3", "eth5"))],
         )
 
     def test_change(self) -> None:
@@ -591,14 +661,59 @@ class HairpinBackendTests(SynchronousTestCase):
 
         self.clock = Clock()
         self.runner = RecordingRunner()
+        self.bridges: list[LANBridge] = []
+        self.asked: list[Sequence[str]] = []
+
+        def bridges(interfaces: Sequence[str]) -> list[LANBridge]:
+            self.asked.append(interfaces)
+            return self.bridges
+
         self.backend = NFTablesBackend(
             self.clock, FakeConfig(), runner=self.runner, settings=HAIRPIN,
-            procStatus=capable(FilePath(self.mktemp())),
+            procStatus=capable(FilePath(self.mktemp())), bridges=bridges,
         )
 
     def start(self) -> None:
         self.backend.startService()
         self.clock.advance(0)
+
+    def test_bridgeWarning(self) -> None:
+        """
+        At start the backend looks at the LAN interfaces and warns once
+        per LAN bridge whose hosts cannot reach their own mappings; with
+        nothing wrong it says nothing of bridges.
+        """
+        self.bridges = [LANBridge("br-lan", True, False, ("port0",))]
+        with capturedLogs() as events:
+            self.start()
+        self.assertEqual(self.asked, [("br-lan", "lan1")])
+        warnings = [e["problem"] for e in events if "problem" in e]
+        self.assertEqual(warnings, bridgeProblems(HAIRPIN, self.bridges))
+        self.successResultOf(self.backend.stopService())
+        self.bridges = [LANBridge("br-lan", False, False, ("port0",))]
+        with capturedLogs() as events:
+            self.start()
+        self.assertEqual([e for e in events if "problem" in e], [])
+
+    def test_noBridgeCheckWithoutHairpin(self) -> None:
+        """
+        With hairpin off the LAN interfaces are not looked at.
+        """
+        from twisted.python.filepath import FilePath
+
+        def bridges(interfaces: Sequence[str]) -> list[LANBridge]:
+            self.asked.append(interfaces)
+            return [LANBridge("br-lan", True, False, ("port0",))]
+
+        backend = NFTablesBackend(
+            self.clock, FakeConfig(), runner=self.runner, settings=SETTINGS,
+            procStatus=capable(FilePath(self.mktemp())), bridges=bridges,
+        )
+        with capturedLogs() as events:
+            backend.startService()
+            self.clock.advance(0)
+        self.assertEqual(self.asked, [])
+        self.assertEqual([e for e in events if "problem" in e], [])
 
     def test_settingsFromConfig(self) -> None:
         """
