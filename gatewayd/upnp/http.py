@@ -8,6 +8,10 @@ LAN only is enforced, not assumed: Linux accepts packets for any local
 address on any interface, so every request's TCP peer must be inside a LAN
 network (403 otherwise), and its C{Host} header must name one of our LAN
 addresses (403 otherwise: DNS rebinding; 400 if HTTP/1.1 sends none).
+
+Plain SOAP POSTs take the direct path (L{gatewayd.upnp.direct}) past
+twisted.web's request machinery; everything else, and every refusal, is
+twisted.web's.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ from gatewayd.upnp.description import (
     scpd,
     serviceTypes,
 )
-from gatewayd.upnp.soap import CONTENT_TYPE, ControlResource
+from gatewayd.upnp.direct import HAND_OVER, ControlHead, Deadlines, readControlHead, responseBytes
+from gatewayd.upnp.soap import CONTENT_TYPE, Answer, ControlResource, Requester
 
 #: The SERVER header of every response (UDA: C{<OS>/<version> UPnP/1.1
 #: <product>/<version>}).
@@ -46,6 +51,7 @@ SERVER = (
     f"{platform.system() or 'Linux'}/{platform.release() or '0'}"
     f" UPnP/1.1 gatewayd/{gatewayd.__version__}"
 )
+_SERVER = SERVER.encode("ascii")
 
 #: User-Agent substrings (compared case-insensitively) of control points
 #: that break on IGD:2 documents and get the IGD:1 view of C{/rootDesc.xml}
@@ -177,6 +183,7 @@ class LANPolicy:
         self._interfaces: tuple[IPv4Interface, ...] = ()
         self._port = 0
         self._peers: dict[str, bool] = {}
+        self._hosts: frozenset[bytes] = frozenset()
 
     def setAddresses(self, addresses: Sequence[LANAddress], port: int) -> None:
         """
@@ -187,6 +194,8 @@ class LANPolicy:
         self._interfaces = tuple(a.address for a in addresses)
         self._port = port
         self._peers.clear()
+        ips = [str(i.ip).encode("ascii") for i in self._interfaces]
+        self._hosts = frozenset(ips + [b"%s:%d" % (ip, port) for ip in ips])
 
     def peerAllowed(self, peer: str) -> bool:
         """
@@ -215,14 +224,7 @@ class LANPolicy:
         @return: whether C{host} (a C{Host} header) is C{<our address>} or
             C{<our address>:<port>}; names never are (DNS rebinding).
         """
-        try:
-            text = host.decode("ascii")
-        except UnicodeDecodeError:
-            return False
-        name, colon, port = text.partition(":")
-        if colon and port != str(self._port):
-            return False
-        return any(name == str(i.ip) for i in self._interfaces)
+        return host in self._hosts
 
     def refusal(self, request: IRequest) -> tuple[int, str] | None:
         """
@@ -328,7 +330,7 @@ class LANRequest(Request):
 
     def write(self, data: bytes) -> None:
         if not self.startedWriting:
-            self.setHeader(b"server", SERVER.encode("ascii"))
+            self.setHeader(b"server", _SERVER)
         super().write(data)
 
 
@@ -345,10 +347,17 @@ def _statusOnly(code: int) -> bytes:
 
 class LANChannel(HTTPChannel):
     """
-    An HTTP channel with an absolute deadline for receiving each request
+    An HTTP channel on the LAN.
+
+    It starts on the direct path (L{gatewayd.upnp.direct}): plain SOAP POSTs
+    to a control URL are answered without twisted.web's request machinery.
+    The first request that is not one hands the connection to
+    C{HTTPChannel} for good.
+
+    Either way each request has an absolute deadline for arriving completely
     (head and body), so a client dripping bytes cannot hold a connection
-    however often it sends; the idle timeout between requests is the
-    site's C{timeout}.
+    however often it sends; the idle timeout between requests is the site's
+    C{timeout}.
     """
 
     log = Logger()
@@ -359,18 +368,202 @@ class LANChannel(HTTPChannel):
     _deadline: IDelayedCall | None = None
     _refusedConnection = False
 
+    #: On the direct path: nothing of C{HTTPChannel} has started yet.
+    _direct = False
+    #: The bytes received on the direct path and not answered yet.
+    _pending = b""
+    #: An answer is being worked on (the transport is paused meanwhile).
+    _busy = False
+    #: Closing after an answer or a deadline: further bytes are ignored.
+    _closing = False
+    _lost = False
+    #: The request now arriving has its deadline set.
+    _requestStarted = False
+
+    def connectionMade(self) -> None:
+        if self._direct:
+            self._deadlines.set(self, self.timeOut or self.requestTimeout, self._idleTimeout)
+        else:
+            super().connectionMade()
+
+    def startDirect(
+        self,
+        peer: str,
+        control: Callable[[bytes], ControlResource | None],
+        lan: LANPolicy,
+        bodyLimit: int,
+        deadlines: Deadlines,
+    ) -> None:
+        """
+        Start this connection on the direct path (before it is connected).
+
+        @param peer: the TCP peer's address.
+        @param control: finds the control resource of a path.
+        @param lan: the policy each request must pass.
+        @param bodyLimit: the largest request body.
+        @param deadlines: keeps this connection's timeouts.
+        """
+        self._direct = True
+        self._peerHost = peer
+        self._control = control
+        self._lan = lan
+        self._bodyLimit = bodyLimit
+        self._deadlines = deadlines
+
     def dataReceived(self, data: bytes) -> None:
+        if self._direct:
+            if self._closing:
+                return
+            self._pending += data
+            if not self._busy:
+                self._serveDirect()
+            return
         if self._refusedConnection:
             return
         if self._deadline is None and not self._handlingRequest:
             self._deadline = self.callLater(self.requestTimeout, self._tooSlow)
         super().dataReceived(data)
 
+    def _serveDirect(self) -> None:
+        """
+        Answer the complete plain requests in C{_pending}, one at a time,
+        until one is incomplete, one is answered later, the connection
+        closes or is handed over.  Each turn consumes a request, so this
+        ends.
+        """
+        while self._pending and not (self._busy or self._closing):
+            head = readControlHead(
+                self._pending, self.totalHeadersSize, self.maxHeaders, self._bodyLimit
+            )
+            if head is None:
+                self._awaitRest()
+                return
+            control = None if head == HAND_OVER else self._directControl(head)
+            if control is None:
+                self._handOver()
+                return
+            end = head.bodyStart + head.length
+            if len(self._pending) < end:
+                self._awaitRest()
+                return
+            body, self._pending = self._pending[head.bodyStart : end], self._pending[end:]
+            requester = Requester(
+                self._peerHost, head.fields.get(b"user-agent", b"").decode("latin-1")
+            )
+            outcome = control.answer(head.fields.get(b"soapaction"), body, requester)
+            if isinstance(outcome, Answer):
+                self._answer(outcome, head)
+            else:
+                self._busy = True
+                self._deadlines.discard(self)
+                self.transport.pauseProducing()
+                outcome.addCallback(self._answerLater, head)
+                outcome.addErrback(lambda f: self.log.failure("Answering a SOAP request failed", f))
+                return
+            self._requestStarted = False
+        if not (self._pending or self._busy or self._closing):
+            self._deadlines.set(self, self.timeOut or self.requestTimeout, self._idleTimeout)
+
+    def _awaitRest(self) -> None:
+        """
+        Part of a request is here: it has C{requestTimeout} seconds from its
+        first byte to arrive completely.
+        """
+        if not self._requestStarted:
+            self._requestStarted = True
+            self._deadlines.set(self, self.requestTimeout, self._requestTimeout)
+
+    def _directControl(self, head: ControlHead) -> ControlResource | None:
+        """
+        @return: the control resource that answers C{head} directly, or
+            L{None} if twisted.web must (unknown path, or a peer or C{Host}
+            the LAN policy refuses: it answers with the refusal).
+        """
+        control: ControlResource | None = self._control(head.path)
+        if control is None:
+            return None
+        lan = self._lan
+        if not lan.peerAllowed(self._peerHost):
+            return None
+        host = head.fields.get(b"host")
+        if host is None:
+            return control if head.version == b"HTTP/1.0" else None
+        return control if lan.hostAllowed(host) else None
+
+    def _answer(self, answer: Answer, head: ControlHead) -> None:
+        keepAlive = head.keepAlive
+        self.transport.write(responseBytes(answer, head.version, keepAlive, _SERVER))
+        if not keepAlive:
+            self._close()
+
+    def _answerLater(self, answer: Answer, head: ControlHead) -> None:
+        if self._lost:
+            self.log.info("Client {address} left before the answer", address=self._peerHost)
+            return
+        self._busy = False
+        self._requestStarted = False
+        self._answer(answer, head)
+        if self._closing:
+            self._deadlines.set(self, self.abortTimeout or 0, self.transport.abortConnection)
+        else:
+            self.transport.resumeProducing()
+            self._serveDirect()
+
+    def _close(self) -> None:
+        """
+        Close after writing what is written.  The deadline already set
+        stays: when it passes (L{_idleTimeout}, L{_requestTimeout}) on a
+        closing connection, the client did not even read, and the
+        connection is aborted.
+        """
+        self._closing = True
+        self._pending = b""
+        self.transport.loseConnection()
+
+    def _idleTimeout(self) -> None:
+        if self._closing:
+            self.transport.abortConnection()
+            return
+        self.log.info("Closed an idle connection from {peer}", peer=self._peerHost)
+        self._close()
+        self._deadlines.set(self, self.abortTimeout or 0, self.transport.abortConnection)
+
+    def _requestTimeout(self) -> None:
+        if self._closing:
+            self.transport.abortConnection()
+            return
+        self.log.warn(
+            "Dropped {peer}: no complete request within {timeout} seconds",
+            peer=self._peerHost,
+            timeout=self.requestTimeout,
+        )
+        self.transport.write(_statusOnly(408))
+        self._close()
+        self._deadlines.set(self, self.abortTimeout or 0, self.transport.abortConnection)
+
+    def _handOver(self) -> None:
+        """
+        Give the connection to C{HTTPChannel} for good, with what is
+        pending and what is left of this request's deadline.
+        """
+        left = self._deadlines.left(self) if self._requestStarted else self.requestTimeout
+        self._deadlines.discard(self)
+        self._direct = False
+        pending, self._pending = self._pending, b""
+        super().connectionMade()
+        if pending:
+            self._deadline = self.callLater(max(left or 0.0, 0.0), self._tooSlow)
+            self.dataReceived(pending)
+
     def allContentReceived(self) -> None:
         self._cancelDeadline()
         super().allContentReceived()
 
     def connectionLost(self, reason: object) -> None:
+        if self._direct:
+            self._lost = True
+            self._deadlines.discard(self)
+            return
         self._cancelDeadline()
         super().connectionLost(reason)
 
@@ -410,6 +603,10 @@ class LANSite(Site):
     @ivar lan: the L{LANPolicy} every request is checked against.
     @ivar bodyLimit: the largest request body accepted.
     @ivar requestTimeout: seconds a request may take to arrive.
+    @ivar deadlines: the timeouts of the connections on the direct path.
+    @ivar direct: whether new connections start on the direct path
+        (L{gatewayd.upnp.direct}); with L{False} twisted.web serves every
+        request (the tests run the SOAP suites both ways).
     """
 
     protocol = LANChannel  # type: ignore[assignment]
@@ -423,8 +620,11 @@ class LANSite(Site):
         bodyLimit: int,
         requestTimeout: float,
         idleTimeout: float,
+        direct: bool = True,
     ) -> None:
         super().__init__(resource, timeout=idleTimeout, reactor=reactor)
+        self.direct = direct
+        self.deadlines = Deadlines(reactor)
         self.lan = lan
         self.bodyLimit = bodyLimit
         self.requestTimeout = requestTimeout
@@ -450,6 +650,9 @@ class LANSite(Site):
             return None
         channel = super().buildProtocol(addr)
         channel.requestTimeout = self.requestTimeout
+        control = getattr(self.resource, "control", None)
+        if self.direct and control is not None:
+            channel.startDirect(peer, control, self.lan, self.bodyLimit, self.deadlines)
         return channel
 
 
@@ -574,7 +777,15 @@ class PathTable(Resource):
     def __init__(self, paths: dict[str, IResource], index: IResource) -> None:
         super().__init__()
         self._paths = {p.encode("ascii"): r for p, r in paths.items()}
+        self._controls = {p: r for p, r in self._paths.items() if isinstance(r, ControlResource)}
         self._index = index
+
+    def control(self, path: bytes) -> ControlResource | None:
+        """
+        @return: the control resource at exactly C{path}, if one is there
+            (the direct path's lookup).
+        """
+        return self._controls.get(path)
 
     def getChild(self, name: bytes, request: IRequest) -> IResource:
         path = b"/" + b"/".join([name, *request.postpath])
@@ -633,6 +844,7 @@ def makeSite(
     idleTimeout: float = 60.0,
     eventResource: Callable[[model.Service], IResource] = NotYetEvented,
     authorize: Callable[[str, str, str], None] | None = None,
+    direct: bool = True,
 ) -> LANSite:
     """
     The HTTP site serving C{root} to the LAN.
@@ -644,6 +856,8 @@ def makeSite(
     @param requestTimeout: seconds a whole request may take to arrive.
     @param idleTimeout: seconds an idle connection is kept.
     @param authorize: checks each action's requester (see L{ControlResource}).
+    @param direct: answer plain SOAP POSTs on the direct path
+        (L{gatewayd.upnp.direct}).
     """
     return LANSite(
         resourceTree(root, eventResource, authorize),
@@ -652,6 +866,7 @@ def makeSite(
         bodyLimit,
         requestTimeout,
         idleTimeout,
+        direct,
     )
 
 
@@ -705,6 +920,9 @@ class LANHTTPService(Service):
         self._syncPolicy()
         d = gatherResults([maybeDeferred(p.stopListening) for p in listening.values()])
         d.addCallback(lambda _: None)
+        deadlines = getattr(self._site, "deadlines", None)
+        if isinstance(deadlines, Deadlines):
+            deadlines.stop()
         return d
 
     def _apply(self) -> None:

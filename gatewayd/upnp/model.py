@@ -12,6 +12,7 @@ One model serves three masters: the SCPD documents are generated from it
 from __future__ import annotations
 
 import re
+from functools import cached_property
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Literal
 
@@ -155,11 +156,11 @@ class Action:
     since: int = 1
     checkedByService: frozenset[str] = frozenset()
 
-    @property
+    @cached_property
     def inArguments(self) -> tuple[Argument, ...]:
         return tuple(a for a in self.arguments if a.direction == "in")
 
-    @property
+    @cached_property
     def outArguments(self) -> tuple[Argument, ...]:
         return tuple(a for a in self.arguments if a.direction == "out")
 

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from inspect import iscoroutine
+from typing import Any, Callable, Mapping, NamedTuple
 
 from lxml import etree
 from lxml.builder import ElementMaker
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -160,8 +161,7 @@ def parseSOAPAction(header: bytes | None) -> tuple[str, str]:
     return match["urn"], match["action"]
 
 
-@dataclass(frozen=True)
-class Requester:
+class Requester(NamedTuple):
     """
     Who called an action.
 
@@ -191,22 +191,61 @@ def _envelope(*content: etree._Element) -> bytes:
     return etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
 
 
+#: The bytes before and after an action response element: what lxml
+#: writes for L{_envelope}, kept byte for byte.
+_RESPONSE_HEAD = (
+    "<?xml version='1.0' encoding='utf-8'?>\n"
+    f'<s:Envelope xmlns:s="{SOAP_ENV}" s:encodingStyle="{SOAP_ENCODING}"><s:Body>'
+)
+_RESPONSE_TAIL = "</s:Body></s:Envelope>"
+
+#: Characters XML 1.0 cannot carry at all (lxml refuses them too).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _escapeText(value: str) -> str:
+    """
+    @return: C{value} as XML character data, escaped as lxml escapes it.
+    @raise ValueError: C{value} holds a character XML cannot carry.
+    """
+    if _NOT_XML.search(value) is not None:
+        raise ValueError(f"{value!r} holds a character XML cannot carry")
+    if "&" in value:
+        value = value.replace("&", "&amp;")
+    if "<" in value:
+        value = value.replace("<", "&lt;")
+    if ">" in value:
+        value = value.replace(">", "&gt;")
+    if "\r" in value:
+        value = value.replace("\r", "&#13;")
+    return value
+
+
 def actionResponse(serviceURN: str, action: str, out: Mapping[str, str]) -> bytes:
     """
     @return: the SOAP response body for C{action}, its element in
-        C{serviceURN}, out arguments unqualified in the given order.
+        C{serviceURN}, out arguments unqualified in the given order (the
+        same bytes lxml writes for it; this is every successful answer, so
+        it is built from strings instead of a tree).
     """
-    U = ElementMaker(namespace=serviceURN, nsmap={"u": serviceURN})
-    return _envelope(U(action + "Response", *(_argument(k, v) for k, v in out.items())))
-
-
-def _argument(name: str, value: str) -> Any:
-    element = PLAIN(name)
-    if isinstance(value, XMLDocument) and "]]>" not in value:
-        element.text = etree.CDATA(value)
+    parts = [_RESPONSE_HEAD, f'<u:{action}Response xmlns:u="{_escapeText(serviceURN)}"']
+    if out:
+        parts.append(">")
+        for name, value in out.items():
+            parts.append(f"<{name}>{_argumentText(value)}</{name}>")
+        parts.append(f"</u:{action}Response>")
     else:
-        element.text = value
-    return element
+        parts.append("/>")
+    parts.append(_RESPONSE_TAIL)
+    return "".join(parts).encode("utf-8")
+
+
+def _argumentText(value: str) -> str:
+    if isinstance(value, XMLDocument) and "]]>" not in value:
+        if _NOT_XML.search(value) is not None:
+            raise ValueError("the document holds a character XML cannot carry")
+        return f"<![CDATA[{value}]]>"
+    return _escapeText(value)
 
 
 def faultBody(error: UPnPError) -> bytes:
@@ -228,6 +267,10 @@ def faultBody(error: UPnPError) -> bytes:
     )
 
 
+_ENVELOPE = f"{{{SOAP_ENV}}}Envelope"
+_BODY = f"{{{SOAP_ENV}}}Body"
+
+
 def parseEnvelope(body: bytes) -> etree._Element:
     """
     Parse a SOAP request body with L{PARSER}.
@@ -243,9 +286,9 @@ def parseEnvelope(body: bytes) -> etree._Element:
     docinfo = root.getroottree().docinfo
     if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
         raise InvalidArgs("a document type declaration is not allowed")
-    if root.tag != f"{{{SOAP_ENV}}}Envelope":
+    if root.tag != _ENVELOPE:
         raise InvalidArgs("the root element is not a SOAP Envelope")
-    bodies = [e for e in root if e.tag == f"{{{SOAP_ENV}}}Body"]
+    bodies = [e for e in root if e.tag == _BODY]
     if len(bodies) != 1:
         raise InvalidArgs("the Envelope needs exactly one Body")
     elements = [e for e in bodies[0] if isinstance(e.tag, str)]
@@ -262,8 +305,10 @@ def _arguments(element: etree._Element) -> dict[str, str]:
     @raise InvalidArgs: an argument is in a foreign namespace, has child
         elements, or appears twice.
     """
-    actionNamespace = etree.QName(element).namespace
     arguments: dict[str, str] = {}
+    if not len(element):
+        return arguments
+    actionNamespace = etree.QName(element).namespace
     for child in element:
         if not isinstance(child.tag, str):
             raise InvalidArgs("unexpected content in the action element")
@@ -317,6 +362,24 @@ def _serviceVersion(service: Service, serviceURN: str) -> int:
     return version
 
 
+#: How many C{SOAPACTION} headers a control resource remembers.
+_RESOLVED_LIMIT = 256
+
+
+class _Resolved(NamedTuple):
+    """
+    The action a C{SOAPACTION} header names: C{action} is L{None} for
+    QueryStateVariable.
+    """
+
+    serviceURN: str
+    actionName: str
+    serviceType: ServiceType
+    action: Action | None
+    #: The tag the body's action element must have.
+    tag: str
+
+
 class ControlResource(Resource):
     """
     The control URL of one service: answers SOAP POSTs by calling the
@@ -343,6 +406,7 @@ class ControlResource(Resource):
         self._service = service
         self._authorize = authorize
         self._views: dict[int, ServiceType] = {}
+        self._resolved: dict[bytes | None, _Resolved] = {}
 
     def _serviceType(self, version: int) -> ServiceType:
         """
@@ -366,49 +430,114 @@ class ControlResource(Resource):
     render_HEAD = render_GET
 
     def render_POST(self, request: IRequest) -> object:
-        gone: list[Failure] = []
-        request.notifyFinish().addErrback(gone.append)
-        d = Deferred.fromCoroutine(self._control(request))
-        d.addErrback(self._fault, request)
-        d.addCallback(self._write, request, gone)
-        d.addErrback(lambda f: self.log.failure("Writing a SOAP response failed", f))
-        return NOT_DONE_YET
-
-    async def _control(self, request: IRequest) -> bytes:
-        try:
-            serviceURN, actionName = parseSOAPAction(request.getHeader(b"soapaction"))
-        except MalformedSOAPAction as e:
-            raise _HTTPStatus(400, str(e)) from None
-        body = request.content.read(MAX_BODY + 1)
-        if len(body) > MAX_BODY:
-            raise _HTTPStatus(413, "body too large")
         requester = Requester(
             address=_peer(request),
             userAgent=(request.getHeader(b"user-agent") or b"").decode("latin-1"),
         )
-        if (serviceURN, actionName) == _QUERY_STATE_VARIABLE:
-            return await self._queryStateVariable(body)
-        version = _serviceVersion(self._service, serviceURN)
-        serviceType = self._serviceType(version)
-        action = serviceType.action(actionName)
+        body = request.content.read(MAX_BODY + 1)
+        outcome = self.answer(request.getHeader(b"soapaction"), body, requester)
+        if isinstance(outcome, Answer):
+            _writeAnswer(outcome, request)
+            return NOT_DONE_YET
+        gone: list[Failure] = []
+        request.notifyFinish().addErrback(gone.append)
+        outcome.addCallback(self._write, request, gone)
+        outcome.addErrback(lambda f: self.log.failure("Writing a SOAP response failed", f))
+        return NOT_DONE_YET
+
+    def answer(
+        self, soapAction: bytes | None, body: bytes, requester: Requester
+    ) -> Answer | Deferred[Answer]:
+        """
+        Answer one SOAP request: check the action and its arguments, ask
+        the authorizer, call the implementation and render its result or
+        the fault.  This is the whole of SOAP control, for twisted.web's
+        requests (L{render_POST}) and for the HTTP layer's direct path
+        alike.
+
+        @param soapAction: the C{SOAPACTION} header, if any.
+        @param body: the request body.
+        @param requester: who asks.
+        @return: the answer, or a L{Deferred} of it when the implementation
+            answers later (it never fails).
+        """
+        try:
+            render, result = self._call(soapAction, body, requester)
+            if not isinstance(result, Deferred):
+                return Answer(200, render(result))
+        except Exception:
+            return self._fault(Failure(), requester.address)
+        later = result.addCallback(lambda value: Answer(200, render(value)))
+        return later.addErrback(self._fault, requester.address)
+
+    def _call(
+        self, soapAction: bytes | None, body: bytes, requester: Requester
+    ) -> tuple[Callable[[Any], bytes], Any]:
+        """
+        Check and run the action.
+
+        @return: a function rendering the action's result as the response
+            body, and that result (maybe a L{Deferred}).
+        """
+        if len(body) > MAX_BODY:
+            raise _HTTPStatus(413, "body too large")
+        resolved = self._resolved.get(soapAction)
+        if resolved is None:
+            resolved = self._resolve(soapAction)
+        serviceURN, actionName, serviceType, action, tag = resolved
         if action is None:
-            raise InvalidAction(f"{actionName} is not an action of {serviceURN}")
-        element = self._actionElement(body, serviceURN, actionName)
+            return self._queryStateVariable(body, tag)
+        element = self._actionElement(body, tag, actionName)
         inArguments = checkArguments(serviceType, action, _arguments(element))
         if self._authorize is not None:
             self._authorize(self._service.type.name, actionName, requester.address)
         method = getattr(self._service.implementation, actionName)
-        result = await maybeDeferred(method, requester, **inArguments)
-        result = {} if result is None else result
-        out: dict[str, str] = {}
-        for argument in action.outArguments:
-            if argument.name not in result:
-                raise _ProgrammingError(f"{actionName} returned no {argument.name}")
-            variable = serviceType.variable(argument.relatedStateVariable)
-            out[argument.name] = formatValue(variable.dataType, result[argument.name])
-        return actionResponse(serviceURN, actionName, out)
+        result = method(requester, **inArguments)
+        if iscoroutine(result):
+            result = Deferred.fromCoroutine(result)
 
-    def _actionElement(self, body: bytes, serviceURN: str, actionName: str) -> etree._Element:
+        def render(result: Mapping[str, Any] | None) -> bytes:
+            result = {} if result is None else result
+            out: dict[str, str] = {}
+            for argument in action.outArguments:
+                if argument.name not in result:
+                    raise _ProgrammingError(f"{actionName} returned no {argument.name}")
+                variable = serviceType.variable(argument.relatedStateVariable)
+                out[argument.name] = formatValue(variable.dataType, result[argument.name])
+            return actionResponse(serviceURN, actionName, out)
+
+        return render, result
+
+    def _resolve(self, soapAction: bytes | None) -> _Resolved:
+        """
+        Find the action a C{SOAPACTION} header names; remember the answer
+        (a control point sends the same few headers over and over).
+
+        @raise _HTTPStatus: 400 for a malformed header.
+        @raise InvalidAction: not an action of this service.
+        """
+        try:
+            serviceURN, actionName = parseSOAPAction(soapAction)
+        except MalformedSOAPAction as e:
+            raise _HTTPStatus(400, str(e)) from None
+        if (serviceURN, actionName) == _QUERY_STATE_VARIABLE:
+            resolved = _Resolved(
+                serviceURN, actionName, self._service.type, None, f"{{{CONTROL_NS}}}{actionName}"
+            )
+        else:
+            serviceType = self._serviceType(_serviceVersion(self._service, serviceURN))
+            action = serviceType.action(actionName)
+            if action is None:
+                raise InvalidAction(f"{actionName} is not an action of {serviceURN}")
+            resolved = _Resolved(
+                serviceURN, actionName, serviceType, action, f"{{{serviceURN}}}{actionName}"
+            )
+        if len(self._resolved) >= _RESOLVED_LIMIT:
+            self._resolved.clear()
+        self._resolved[soapAction] = resolved
+        return resolved
+
+    def _actionElement(self, body: bytes, tag: str, actionName: str) -> etree._Element:
         try:
             element = parseEnvelope(body)
         except InvalidArgs as e:
@@ -416,17 +545,15 @@ class ControlResource(Resource):
                 "Refused a SOAP body for {action}: {why}", action=actionName, why=e.detail
             )
             raise
-        if etree.QName(element) != etree.QName(serviceURN, actionName):
-            raise InvalidAction(
-                f"SOAPACTION {serviceURN}#{actionName} disagrees with body {element.tag}"
-            )
+        if element.tag != tag:
+            raise InvalidAction(f"the body's {element.tag} is not the {tag} SOAPACTION names")
         return element
 
-    async def _queryStateVariable(self, body: bytes) -> bytes:
+    def _queryStateVariable(self, body: bytes, tag: str) -> tuple[Callable[[Any], bytes], Any]:
         query = getattr(self._service.implementation, "queryStateVariable", None)
         if not callable(query):
             raise InvalidAction("QueryStateVariable is not supported here")
-        element = self._actionElement(body, *_QUERY_STATE_VARIABLE)
+        element = self._actionElement(body, tag, "QueryStateVariable")
         arguments = _arguments(element)
         if set(arguments) != {"varName"}:
             raise InvalidArgs("QueryStateVariable takes exactly varName")
@@ -434,27 +561,32 @@ class ControlResource(Resource):
             variable = self._service.type.variable(arguments["varName"].strip())
         except KeyError:
             raise InvalidVar(f"no state variable {arguments['varName']!r}") from None
-        value = await maybeDeferred(query, variable.name)
-        return actionResponse(
-            CONTROL_NS, "QueryStateVariable", {"return": formatValue(variable.dataType, value)}
-        )
+        value = query(variable.name)
+        if iscoroutine(value):
+            value = Deferred.fromCoroutine(value)
 
-    def _fault(self, failure: Failure, request: IRequest) -> bytes:
+        def render(value: object) -> bytes:
+            return actionResponse(
+                CONTROL_NS, "QueryStateVariable", {"return": formatValue(variable.dataType, value)}
+            )
+
+        return render, value
+
+    def _fault(self, failure: Failure, address: str) -> Answer:
         if failure.check(_HTTPStatus):
             self.log.info(
                 "SOAP request from {address} refused with {code}: {why}",
-                address=_peer(request),
+                address=address,
                 code=failure.value.code,
                 why=failure.value.why,
             )
-            request.setResponseCode(failure.value.code)
-            return b""
+            return Answer(failure.value.code, b"")
         if failure.check(UPnPError):
             error = failure.value
             self.log.info(
                 "SOAP fault {code} for {address}: {why}",
                 code=error.code,
-                address=_peer(request),
+                address=address,
                 why=error.detail or error.description,
             )
         else:
@@ -462,14 +594,31 @@ class ControlResource(Resource):
                 "Action on {control} failed", failure, control=self._service.controlPath
             )
             error = ActionFailed()
-        request.setResponseCode(500)
-        return faultBody(error)
+        return Answer(500, faultBody(error))
 
-    def _write(self, body: bytes, request: IRequest, gone: list[Failure]) -> None:
+    def _write(self, answer: Answer, request: IRequest, gone: list[Failure]) -> None:
         if gone:
             self.log.info("Client {address} left before the answer", address=_peer(request))
             return
-        writeXML(body, request)
+        _writeAnswer(answer, request)
+
+
+class Answer(NamedTuple):
+    """
+    The answer to a SOAP request.
+
+    @ivar code: the HTTP status: 200, 500 with a fault, or a bare status
+        (400, 413) with an empty body.
+    @ivar body: the response body.
+    """
+
+    code: int
+    body: bytes
+
+
+def _writeAnswer(answer: Answer, request: IRequest) -> None:
+    request.setResponseCode(answer.code)
+    writeXML(answer.body, request)
 
 
 class _ProgrammingError(Exception):
