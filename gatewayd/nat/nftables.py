@@ -959,9 +959,12 @@ class NFTablesBackend(Service):
                               family=FAMILY, table=TABLE, n=len(after))
             listing = await self._run(self._nft + ["-t", "-j", "-a", "list", "table", FAMILY, TABLE], b"")
             self._fingerprint = listing.out if listing.code == 0 else None
-        await self._forget({k: v for k, v in before.items() if after.get(k) != v})
+        # The change is in the kernel: answer now, then delete the connections
+        # of what no longer forwards (a conntrack run per element; the next
+        # transaction waits for it, the SOAP answer does not).
         for batch in accepted:
             batch.done.callback(None)
+        await self._forget({k: v for k, v in before.items() if after.get(k) != v})
         return True
 
     async def _updateAddresses(self) -> None:
