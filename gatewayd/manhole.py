@@ -24,6 +24,7 @@ from twisted.conch.telnet import (
     ECHO,
     AuthenticatingTelnetProtocol,
     ITelnetProtocol,
+    OptionRefused,
     TelnetBootstrapProtocol,
     TelnetTransport,
 )
@@ -34,12 +35,12 @@ from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from gatewayd.errors import ConfigError
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IListeningPort
-    from twisted.python.failure import Failure
     from twisted.python.filepath import FilePath
 
 LOOPBACK = "127.0.0.1"
@@ -278,9 +279,26 @@ class _LoginProtocol(AuthenticatingTelnetProtocol):
 class _Session(TelnetTransport):
     """
     One manhole connection; tells its factory when it ends.
+
+    A client may refuse any telnet option the session asks for (C{nc}
+    refuses all of them): that is answered, not an error, so it is logged
+    at debug level instead of reaching TelnetBootstrapProtocol's
+    error log.
     """
 
     factory: _ManholeFactory
+    log = Logger()
+
+    def do(self, option: bytes) -> Deferred[bool]:
+        return super().do(option).addErrback(self._refused, "do", option)
+
+    def will(self, option: bytes) -> Deferred[bool]:
+        return super().will(option).addErrback(self._refused, "will", option)
+
+    def _refused(self, failure: Failure, request: str, option: bytes) -> bool:
+        failure.trap(OptionRefused)
+        self.log.debug("Telnet client refused {request} {option!r}", request=request, option=option)
+        return False
 
     def connectionMade(self) -> None:
         self.factory._sessions[self] = []

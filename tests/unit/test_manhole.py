@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from twisted.conch.telnet import TelnetProtocol, TelnetTransport
+from twisted.conch.telnet import DONT, ECHO, IAC, NAWS, WONT, TelnetProtocol, TelnetTransport
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import capturedLogs
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.test.iosim import IOPump, connect, makeFakeClient, makeFakeServer
@@ -145,6 +145,26 @@ class ManholeLoginTests(SynchronousTestCase):
         self.assertIn(b">>> ", shown)
         self.assertIn(b"['isp1', 'isp2']", connection.type(b"sorted(wans)"))
         self.assertEqual(len(self.namespaces), 1)
+
+    def test_refusedOptionsAreNoError(self) -> None:
+        """
+        A client that refuses a telnet option the session asks for (C{nc}
+        refuses all) is answered, not an error: the request's result is
+        C{False}, and it is logged at debug level only.
+        """
+        [(port, factory, backlog, interface)] = self.reactor.tcpServers
+        session = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        session.makeConnection(StringTransport())
+        with capturedLogs() as events:
+            asked = session.do(NAWS)
+            offered = session.will(ECHO)
+            session.dataReceived(IAC + WONT + NAWS + IAC + DONT + ECHO)
+        self.assertEqual((self.successResultOf(asked), self.successResultOf(offered)), (False, False))
+        self.assertEqual({e["log_level"] for e in events}, {LogLevel.debug})
+        self.assertEqual(
+            sorted(formatEvent(e) for e in events),
+            ["Telnet client refused do b'\\x1f'", "Telnet client refused will b'\\x01'"],
+        )
 
     def test_namespacePerLogin(self) -> None:
         """
