@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Callable, Final, NamedTuple
+from functools import lru_cache
+from types import MappingProxyType
+from typing import Callable, Final, Mapping, NamedTuple
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -73,7 +75,7 @@ class ControlHead(NamedTuple):
 
     path: bytes
     version: bytes
-    fields: dict[bytes, bytes]
+    fields: Mapping[bytes, bytes]
     length: int
     bodyStart: int
     keepAlive: bool
@@ -113,10 +115,20 @@ def readControlHead(
         return None
     if end + 4 > maxSize:
         return HAND_OVER
-    head = _HEAD.fullmatch(buffer, 0, end + 4)
-    if head is None:
+    return _readHead(buffer[: end + 4], maxFields, bodyLimit)
+
+
+@lru_cache(maxsize=256)
+def _readHead(head: bytes, maxFields: int, bodyLimit: int) -> ControlHead | str:
+    """
+    Read a whole head (up to and with the empty line).  Pure, so it is
+    remembered: a control point sends the same head for the same action
+    again and again.
+    """
+    found = _HEAD.fullmatch(head)
+    if found is None:
         return HAND_OVER
-    lines = head[3].split(b"\r\n")
+    lines = found[3].split(b"\r\n")
     del lines[-1]
     if len(lines) > maxFields:
         return HAND_OVER
@@ -134,13 +146,13 @@ def readControlHead(
     length = fields.get(b"content-length", b"")
     if not (0 < len(length) <= 9 and length.isdigit()) or int(length) > bodyLimit:
         return HAND_OVER
-    version = _VERSIONS[head[2]]
+    version = _VERSIONS[found[2]]
     return ControlHead(
-        head[1],
+        found[1],
         version,
-        fields,
+        MappingProxyType(fields),
         int(length),
-        end + 4,
+        len(head),
         _keepAlive(version, fields.get(b"connection")),
     )
 

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from inspect import iscoroutine
+from types import MappingProxyType
 from typing import Any, Callable, Mapping, NamedTuple
 
 from lxml import etree
@@ -297,6 +299,25 @@ def parseEnvelope(body: bytes) -> etree._Element:
     return elements[0]
 
 
+#: Bodies up to this size have their reading remembered (L{_readBody}).
+_REMEMBERED_BODY = 4096
+
+
+def _parseBody(body: bytes) -> tuple[str, Mapping[str, str]]:
+    """
+    @return: the tag of the action element in C{body} and its arguments.
+    @raise InvalidArgs: see L{parseEnvelope} and L{_arguments}.
+    """
+    element = parseEnvelope(body)
+    return element.tag, MappingProxyType(_arguments(element))
+
+
+#: L{_parseBody}, remembered for the last 512 bodies (pure; control points
+#: send the same bodies again and again; at most 2 MiB).  Refusals are not
+#: remembered: they raise.
+_readBody = lru_cache(maxsize=512)(_parseBody)
+
+
 def _arguments(element: etree._Element) -> dict[str, str]:
     """
     @return: the argument elements of an action element by name.  Arguments
@@ -487,8 +508,7 @@ class ControlResource(Resource):
         serviceURN, actionName, serviceType, action, tag = resolved
         if action is None:
             return self._queryStateVariable(body, tag)
-        element = self._actionElement(body, tag, actionName)
-        inArguments = checkArguments(serviceType, action, _arguments(element))
+        inArguments = checkArguments(serviceType, action, self._actionArguments(body, tag, actionName))
         if self._authorize is not None:
             self._authorize(self._service.type.name, actionName, requester.address)
         method = getattr(self._service.implementation, actionName)
@@ -537,24 +557,29 @@ class ControlResource(Resource):
         self._resolved[soapAction] = resolved
         return resolved
 
-    def _actionElement(self, body: bytes, tag: str, actionName: str) -> etree._Element:
+    def _actionArguments(self, body: bytes, tag: str, actionName: str) -> Mapping[str, str]:
+        """
+        @return: the arguments in C{body}, whose action element must be
+            C{tag}.
+        """
         try:
-            element = parseEnvelope(body)
+            found, arguments = (
+                _readBody(body) if len(body) <= _REMEMBERED_BODY else _parseBody(body)
+            )
         except InvalidArgs as e:
             self.log.warn(
                 "Refused a SOAP body for {action}: {why}", action=actionName, why=e.detail
             )
             raise
-        if element.tag != tag:
-            raise InvalidAction(f"the body's {element.tag} is not the {tag} SOAPACTION names")
-        return element
+        if found != tag:
+            raise InvalidAction(f"the body's {found} is not the {tag} SOAPACTION names")
+        return arguments
 
     def _queryStateVariable(self, body: bytes, tag: str) -> tuple[Callable[[Any], bytes], Any]:
         query = getattr(self._service.implementation, "queryStateVariable", None)
         if not callable(query):
             raise InvalidAction("QueryStateVariable is not supported here")
-        element = self._actionElement(body, tag, "QueryStateVariable")
-        arguments = _arguments(element)
+        arguments = self._actionArguments(body, tag, "QueryStateVariable")
         if set(arguments) != {"varName"}:
             raise InvalidArgs("QueryStateVariable takes exactly varName")
         try:

@@ -309,6 +309,29 @@ class DirectPathTests(SynchronousTestCase):
             self.assertEqual(withoutDate(direct), withoutDate(web), raw)
             self.assertTrue(direct.startswith(b"HTTP/1.1 "))
 
+    def test_rememberedReadings(self) -> None:
+        """
+        Heads and bodies are read once and remembered, which changes no
+        answer: a refused body is refused (and logged) every time, the same
+        body under another C{SOAPACTION} is still 401, the same head with
+        another peer's C{Host} is still refused.
+        """
+        lanSite = site()[0]
+        hostile = post(test_soap.BILLION_LAUGHS, f'"{IP2}#GetExternalIPAddress"'.encode())
+        with capturedLogs() as events:
+            first = Connection(lanSite).send(hostile)
+            second = Connection(lanSite).send(hostile)
+        self.assertEqual(first, second)
+        self.assertEqual(test_soap.faultCode(first), 402)
+        self.assertEqual(len([e for e in events if "Refused a SOAP body" in formatEvent(e)]), 2)
+        body = envelope(IP2, "GetExternalIPAddress")
+        right = Connection(lanSite).send(post(body, f'"{IP2}#GetExternalIPAddress"'.encode()))
+        wrong = Connection(lanSite).send(post(body, f'"{IP2}#GetStatusInfo"'.encode()))
+        self.assertEqual(split(right)[0], 200)
+        self.assertEqual(test_soap.faultCode(wrong), 401)
+        lanSite.lan.setAddresses([LANAddress("lo", 1, IPv4Interface("127.0.0.2/8"))], 5000)
+        self.assertEqual(split(Connection(lanSite).send(MINIUPNPC))[0], 403)
+
     def test_closesOrKeeps(self) -> None:
         """
         After an answer the connection closes if the client said
