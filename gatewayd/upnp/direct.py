@@ -93,7 +93,7 @@ def _keepAlive(version: bytes, connection: bytes | None) -> bool:
 
 
 def readControlHead(
-    buffer: bytes, maxSize: int, maxFields: int, bodyLimit: int
+    buffer: bytes | bytearray, maxSize: int, maxFields: int, bodyLimit: int
 ) -> ControlHead | None | str:
     """
     Read the head of the request at the start of C{buffer}.
@@ -115,7 +115,7 @@ def readControlHead(
         return None
     if end + 4 > maxSize:
         return HAND_OVER
-    return _readHead(buffer[: end + 4], maxFields, bodyLimit)
+    return _readHead(bytes(buffer[: end + 4]), maxFields, bodyLimit)
 
 
 @lru_cache(maxsize=256)

@@ -371,7 +371,10 @@ class LANChannel(HTTPChannel):
     #: On the direct path: nothing of C{HTTPChannel} has started yet.
     _direct = False
     #: The bytes received on the direct path and not answered yet.
-    _pending = b""
+    _pending: bytes | bytearray = b""
+    #: The head of the request in C{_pending}, read while its body arrives,
+    #: and the control resource that answers it.
+    _waiting: tuple[ControlHead, ControlResource] | None = None
     #: An answer is being worked on (the transport is paused meanwhile).
     _busy = False
     #: Closing after an answer or a deadline: further bytes are ignored.
@@ -414,7 +417,13 @@ class LANChannel(HTTPChannel):
         if self._direct:
             if self._closing:
                 return
-            self._pending += data
+            if not self._pending:
+                self._pending = data
+            else:
+                # A request in pieces: append in place, never copy it all again.
+                if isinstance(self._pending, bytes):
+                    self._pending = bytearray(self._pending)
+                self._pending += data
             if not self._busy:
                 self._serveDirect()
             return
@@ -432,21 +441,25 @@ class LANChannel(HTTPChannel):
         ends.
         """
         while self._pending and not (self._busy or self._closing):
-            head = readControlHead(
-                self._pending, self.totalHeadersSize, self.maxHeaders, self._bodyLimit
-            )
-            if head is None:
-                self._awaitRest()
-                return
-            control = None if head == HAND_OVER else self._directControl(head)
-            if control is None:
-                self._handOver()
-                return
+            if self._waiting is None:
+                found = readControlHead(
+                    self._pending, self.totalHeadersSize, self.maxHeaders, self._bodyLimit
+                )
+                if found is None:
+                    self._awaitRest()
+                    return
+                control = None if found == HAND_OVER else self._directControl(found)
+                if control is None:
+                    self._handOver()
+                    return
+                self._waiting = (found, control)
+            head, control = self._waiting
             end = head.bodyStart + head.length
             if len(self._pending) < end:
                 self._awaitRest()
                 return
-            body, self._pending = self._pending[head.bodyStart : end], self._pending[end:]
+            self._waiting = None
+            body, self._pending = bytes(self._pending[head.bodyStart : end]), self._pending[end:]
             requester = Requester(
                 self._peerHost, head.fields.get(b"user-agent", b"").decode("latin-1")
             )
@@ -549,7 +562,7 @@ class LANChannel(HTTPChannel):
         left = self._deadlines.left(self) if self._requestStarted else self.requestTimeout
         self._deadlines.discard(self)
         self._direct = False
-        pending, self._pending = self._pending, b""
+        pending, self._pending = bytes(self._pending), b""
         super().connectionMade()
         if pending:
             self._deadline = self.callLater(max(left or 0.0, 0.0), self._tooSlow)
