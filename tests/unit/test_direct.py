@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from gatewayd.interfaces import LANAddress
 from gatewayd.upnp.direct import HAND_OVER, Deadlines, readControlHead
+from gatewayd.upnp import http
 from gatewayd.upnp.http import LANPolicy, LANSite, makeSite
 from gatewayd.upnp.soap import ControlResource
 
@@ -373,6 +374,27 @@ class DirectPathTests(SynchronousTestCase):
         dripped = connection.send(MINIUPNPC[-1:])
         whole = Connection(site()[0]).send(MINIUPNPC)
         self.assertEqual(withoutDate(dripped), withoutDate(whole))
+
+    def test_headReadOnce(self) -> None:
+        """
+        While a body arrives in pieces, its head is not read again (a body
+        dripped byte by byte costs no more than one in a piece).
+        """
+        reads: list[object] = []
+        original = http.readControlHead
+
+        def counting(*args: Any) -> Any:
+            reads.append(args)
+            return original(*args)
+
+        self.patch(http, "readControlHead", counting)
+        connection = Connection(site()[0])
+        headEnd = MINIUPNPC.index(b"\r\n\r\n") + 4
+        connection.send(MINIUPNPC[:headEnd])
+        for i in range(headEnd, len(MINIUPNPC)):
+            connection.send(MINIUPNPC[i : i + 1])
+        self.assertEqual(len(reads), 1)
+        self.assertEqual(split(connection.transport.value())[0], 200)
 
     def test_answeredLater(self) -> None:
         """
