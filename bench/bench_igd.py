@@ -986,19 +986,7 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["_devlog-exec"]:
         return devlogExec(argv[1:])
     args = parseArgs(argv)
-    if os.geteuid() != 0:
-        sys.exit("bench_igd.py needs root (network namespaces)")
-    for tool in ("ip", "nft", "unshare", "ss"):
-        if shutil.which(tool) is None:
-            sys.exit(f"bench_igd.py needs {tool}")
-
-    def interrupted(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, interrupted)
-    import atexit
-
-    atexit.register(cleanupAll)
+    preflight("bench_igd.py", ("ip", "nft", "unshare", "ss"))
     budget = Budget(args.total_timeout, args.phase_timeout)
     tag = secrets.token_hex(3)
     result: dict = {
@@ -1056,14 +1044,41 @@ def main(argv: list[str]) -> int:
     for name, rep in result["daemons"].items():
         if rep.get("error"):
             print(f"note: {name}: {rep['error']}")
+    emitJSON(result, args.json)
+    return 2 if result.get("interrupted") else 0
+
+
+def preflight(script: str, tools: tuple[str, ...]) -> None:
+    """
+    Exit unless root with C{tools}; make SIGTERM a KeyboardInterrupt (so the
+    labs are cleaned up) and clean up at exit whatever happens.
+    """
+    if os.geteuid() != 0:
+        sys.exit(f"{script} needs root (network namespaces)")
+    for tool in tools:
+        if shutil.which(tool) is None:
+            sys.exit(f"{script} needs {tool}")
+
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupted)
+    import atexit
+
+    atexit.register(cleanupAll)
+
+
+def emitJSON(result: dict, path: str | None) -> None:
+    """
+    Write the report's JSON to C{path}, or print it after the table.
+    """
     blob = json.dumps(result, indent=1, default=str)
-    if args.json:
-        Path(args.json).write_text(blob + "\n")
-        print(f"JSON: {args.json}")
+    if path:
+        Path(path).write_text(blob + "\n")
+        print(f"JSON: {path}")
     else:
         print("--- JSON ---")
         print(blob)
-    return 2 if result.get("interrupted") else 0
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ recorded as such and the run goes on with what was reached.
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import os
 import secrets
@@ -530,17 +529,7 @@ def main(argv: list[str]) -> int:
 
         task.react(run)
         return 0
-    if os.geteuid() != 0:
-        sys.exit("bench_nat.py needs root (network namespaces)")
-    for tool in ("ip", "nft", "unshare", "ss", "iperf3"):
-        if shutil.which(tool) is None:
-            sys.exit(f"bench_nat.py needs {tool}")
-
-    def interrupted(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, interrupted)
-    atexit.register(bench_igd.cleanupAll)
+    bench_igd.preflight("bench_nat.py", ("ip", "nft", "unshare", "ss", "iperf3"))
     budget = bench_igd_budget = bench_igd.Budget(args.total_timeout, args.phase_timeout)
     tag = args.tag = secrets.token_hex(3)
     rootTables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=30).stdout
@@ -593,13 +582,7 @@ def main(argv: list[str]) -> int:
     if result["namespaces_left"] or not result["root_nft_tables_unchanged"]:
         print(f"WARNING: namespaces left {result['namespaces_left']}, root nft tables unchanged: "
               f"{result['root_nft_tables_unchanged']}")
-    blob = json.dumps(result, indent=1, default=str)
-    if args.json:
-        Path(args.json).write_text(blob + "\n")
-        print(f"JSON: {args.json}")
-    else:
-        print("--- JSON ---")
-        print(blob)
+    bench_igd.emitJSON(result, args.json)
     return 2 if result.get("interrupted") else 0
 
 
