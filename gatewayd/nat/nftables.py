@@ -38,6 +38,7 @@ from twisted.python.filepath import FilePath
 from gatewayd.config import MARK_MASK
 from gatewayd.errors import ConfigError
 from gatewayd.interfaces import INATBackend, NATMapping
+from gatewayd.nat import libnftables
 from gatewayd.nat.memory import InvalidMapping, NATError, describe, planChange
 
 TABLE = "gatewayd"
@@ -662,6 +663,36 @@ def _kill(transport: Any) -> None:
 Runner = Callable[[Sequence[str], bytes], "Deferred[ProcessResult]"]
 
 
+class _Worker:
+    """
+    Runs a coroutine function, one run at a time.
+
+    @ivar running: the L{Deferred} of the run in progress, or L{None}.
+    """
+
+    def __init__(self, work: Callable[[], Any], what: str, log: Logger) -> None:
+        self._work = work
+        self._what = what
+        self._log = log
+        self.running: Deferred[None] | None = None
+
+    def start(self) -> None:
+        """
+        Start a run unless one is in progress (it ends when it finds
+        nothing more to do).
+        """
+        if self.running is not None:
+            return
+        d = Deferred.fromCoroutine(self._work())
+        d.addErrback(lambda f: self._log.failure(self._what, f))
+        self.running = d
+
+        def done(_: object) -> None:
+            self.running = None
+
+        d.addBoth(done)
+
+
 @dataclass
 class _Batch:
     add: list[NATMapping]
@@ -700,8 +731,10 @@ class NFTablesBackend(Service):
         @param conntrack: the C{conntrack} command.
         @param netns: run both inside this network namespace (through
             C{ip netns exec}); tests use it.
-        @param runner: runs a command with some input; through
-            C{reactor.spawnProcess} by default.
+        @param runner: runs a command with some input; by default C{nft}
+            command lines through libnftables in this process
+            (L{gatewayd.nat.libnftables}) when it loads and no C{netns} is
+            given, everything else through C{reactor.spawnProcess}.
         @param settings: the table's settings; from C{config} by default.
         @param bridges: reads the LAN interfaces that are bridges, for the
             hairpin check at start; L{readBridges} by default (nothing with
@@ -721,7 +754,17 @@ class NFTablesBackend(Service):
         prefix = ["ip", "netns", "exec", netns] if netns else []
         self._nft = prefix + list(nft)
         self._conntrack = prefix + list(conntrack)
-        self._run: Runner = runner if runner is not None else ProcessRunner(reactor)
+        if runner is None:
+            runner = ProcessRunner(reactor)
+            library = libnftables.load() if netns is None and len(nft) == 1 else None
+            if library is not None:
+                runner = libnftables.LibnftablesRunner(reactor, library, runner, nft=nft[0])
+            self.log.info(
+                "nftables changes go through {how}",
+                how="libnftables, in this process" if library is not None
+                else "nft processes (libnftables.so.1 not loadable)",
+            )
+        self._run: Runner = runner
         self._checkInterval = checkInterval
         if bridges is None:
             bridges = readBridges if netns is None else (lambda interfaces: [])
@@ -734,8 +777,14 @@ class NFTablesBackend(Service):
         self._rebuild: str | None = "start"
         self._checkWanted = False
         self._fingerprint: bytes | None = None
-        self._working: Deferred[None] | None = None
+        self._worker = _Worker(self._drain, "nftables backend", self.log)
         self._kickCall: Any = None
+        #: Elements whose connections are still to be deleted, and the
+        #: worker doing it (L{_forgetLater}).
+        self._toForget: dict[Key, Value] = {}
+        self._forgetter = _Worker(
+            self._forgetQueued, "Deleting the connections of removed mappings", self.log
+        )
         self._loop: LoopingCall | None = None
         self._leftover: dict[Key, Value] | None = None
         self._warnedConntrack = False
@@ -819,13 +868,15 @@ class NFTablesBackend(Service):
         return d
 
     async def _stop(self) -> None:
-        while self._working is not None or self._kickCall is not None:
-            if self._kickCall is not None and self._working is None:
+        while self._worker.running is not None or self._kickCall is not None:
+            if self._kickCall is not None and self._worker.running is None:
                 self._kickCall.cancel()
                 self._kickCall = None
                 self._work()
-            if self._working is not None:
-                await self._working
+            if self._worker.running is not None:
+                await self._worker.running
+        while self._forgetter.running is not None:
+            await self._forgetter.running
         if self._onStop != "clean":
             self.log.info(
                 "Keeping table {family} {table} ({n} mappings) for the next start",
@@ -848,7 +899,7 @@ class NFTablesBackend(Service):
     # The work queue: one nft run at a time.
 
     def _kick(self) -> None:
-        if self._working is None and self._kickCall is None:
+        if self._worker.running is None and self._kickCall is None:
             self._kickCall = self._reactor.callLater(0, self._work)
 
     def _requestCheck(self) -> None:
@@ -857,16 +908,7 @@ class NFTablesBackend(Service):
 
     def _work(self) -> None:
         self._kickCall = None
-        if self._working is not None:
-            return
-        d = Deferred.fromCoroutine(self._drain())
-        d.addErrback(lambda f: self.log.failure("nftables backend", f))
-        self._working = d
-
-        def done(_: object) -> None:
-            self._working = None
-
-        d.addBoth(done)
+        self._worker.start()
 
     async def _drain(self) -> None:
         while True:
@@ -959,12 +1001,13 @@ class NFTablesBackend(Service):
                               family=FAMILY, table=TABLE, n=len(after))
             listing = await self._run(self._nft + ["-t", "-j", "-a", "list", "table", FAMILY, TABLE], b"")
             self._fingerprint = listing.out if listing.code == 0 else None
-        # The change is in the kernel: answer now, then delete the connections
-        # of what no longer forwards (a conntrack run per element; the next
-        # transaction waits for it, the SOAP answer does not).
+        # The change is in the kernel: answer now; the connections of what no
+        # longer forwards are deleted beside the queue (a conntrack run per
+        # element, which reads the whole conntrack table: neither the answer
+        # nor the next change waits for it).
+        self._forgetLater({k: v for k, v in before.items() if after.get(k) != v})
         for batch in accepted:
             batch.done.callback(None)
-        await self._forget({k: v for k, v in before.items() if after.get(k) != v})
         return True
 
     async def _updateAddresses(self) -> None:
@@ -1054,6 +1097,22 @@ class NFTablesBackend(Service):
             "through the active WAN",
             wan=wan, address=str(address), count=int(counted.group(1)) if counted else 0,
         )
+
+    def _forgetLater(self, gone: Mapping[Key, Value]) -> None:
+        """
+        Delete the connections of C{gone} (elements that no longer forward)
+        soon, one conntrack run at a time, beside the transaction queue.
+        """
+        self._toForget.update(gone)
+        if self._toForget:
+            self._forgetter.start()
+
+    async def _forgetQueued(self) -> None:
+        while self._toForget:
+            queued, self._toForget = self._toForget, {}
+            # An element that forwards again by now keeps its connections.
+            forwarding = kernelElements(self._installed.values())
+            await self._forget({k: v for k, v in queued.items() if forwarding.get(k) != v})
 
     async def _forget(self, elements: Mapping[Key, Value]) -> None:
         """

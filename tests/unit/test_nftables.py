@@ -426,19 +426,20 @@ class FakeConfig:
 class RecordingRunner:
     """
     Records the commands; answers with C{answer(argv, stdin)}, at once or
-    when the test fires C{pending}.
+    when the test fires C{pending} (C{hold}: L{True} for every command, or
+    the set of command names to hold).
     """
 
     def __init__(self) -> None:
         self.calls: list[tuple[list[str], str]] = []
         self.answer: Callable[[list[str], str], ProcessResult] = lambda argv, stdin: ProcessResult(0, b"{}", b"")
-        self.hold = False
+        self.hold: bool | set[str] = False
         self.pending: list[Deferred[ProcessResult]] = []
 
     def __call__(self, argv: Sequence[str], stdin: bytes = b"") -> Deferred[ProcessResult]:
         self.calls.append((list(argv), stdin.decode()))
         result = self.answer(list(argv), stdin.decode())
-        if self.hold:
+        if self.hold is True or (self.hold and argv[0] in self.hold):
             d: Deferred[ProcessResult] = Deferred()
             self.pending.append(d)
             d.addCallback(lambda _: result)
@@ -569,8 +570,8 @@ class BackendTests(SynchronousTestCase):
 
     def test_removalDeletesConnections(self) -> None:
         """
-        Removing a mapping deletes its conntrack entries before the change
-        is acknowledged.
+        Removing a mapping deletes its conntrack entries once the change is
+        in the kernel.
         """
         self.start()
         self.backend.apply([mapping(8080, "UDP", internalPort=9)], [])
@@ -585,6 +586,60 @@ class BackendTests(SynchronousTestCase):
              ["conntrack", "-D", "-p", "udp", "--orig-port-dst", "8080", "--reply-src",
               "192.168.1.10", "--reply-port-src", "9", "--mark", "1"]],
         )
+
+    def test_connectionsDeletedBeside(self) -> None:
+        """
+        Neither the answer to a removal nor the next change waits for the
+        conntrack runs of removed elements; they run one at a time; a clean
+        stop waits for them.
+        """
+        self.start()
+        self.backend.apply([mapping(8080), mapping(8081), mapping(8082)], [])
+        self.clock.advance(0)
+        self.runner.calls.clear()
+        self.runner.hold = {"conntrack"}
+        for add, remove in (([], [mapping(8080)]), ([], [mapping(8081)]), ([mapping(9000)], [])):
+            d = self.backend.apply(add, remove)
+            self.clock.advance(0)
+            self.successResultOf(d)
+        commands = [argv[0] for argv, _ in self.runner.calls]
+        self.assertEqual(commands, ["nft", "conntrack", "nft", "nft"])
+        stopped = self.backend.stopService()
+        self.clock.advance(0)
+        self.assertNoResult(stopped)
+        self.runner.pending.pop(0).callback(None)
+        self.assertEqual(
+            [argv[0] for argv, _ in self.runner.calls][4:], ["conntrack"]
+        )
+        self.assertIn("8081", self.runner.calls[4][0])
+        self.assertNoResult(stopped)
+        self.runner.hold = False
+        self.runner.pending.pop(0).callback(None)
+        self.clock.advance(0)
+        self.successResultOf(stopped)
+
+    def test_forwardingAgainKeepsConnections(self) -> None:
+        """
+        A mapping removed and added back before its connections' turn keeps
+        its connections.
+        """
+        self.start()
+        self.backend.apply([mapping(8080), mapping(8081)], [])
+        self.clock.advance(0)
+        self.runner.calls.clear()
+        self.runner.hold = {"conntrack"}
+        self.backend.apply([], [mapping(8080)])
+        self.clock.advance(0)
+        self.backend.apply([], [mapping(8081)])
+        self.clock.advance(0)
+        self.backend.apply([mapping(8081)], [])
+        self.clock.advance(0)
+        self.runner.pending.pop(0).callback(None)
+        self.clock.advance(0)
+        conntrack = [argv for argv, _ in self.runner.calls if argv[0] == "conntrack"]
+        self.assertEqual(len(conntrack), 1)
+        self.assertIn("8080", conntrack[0])
+        self.assertEqual(self.runner.pending, [])
 
     def test_healsMissingTable(self) -> None:
         """
