@@ -42,12 +42,12 @@ from gatewayd.upnp.soap import CONTENT_TYPE, Answer
 #: L{readControlHead}'s answer for a request the direct path does not take.
 HAND_OVER: Final = "hand over"
 
-_REQUEST_LINE = re.compile(rb"POST (/[!-~]{0,2048}) HTTP/1\.([01])")
+_LINE = rb"POST (/[!-~]{0,2048}) HTTP/1\.([01])"
+_REQUEST_LINE = re.compile(_LINE)
 #: A whole plain head: the request line, header lines (no folding, no bare
 #: CR or LF), the empty line.
 _HEAD = re.compile(
-    rb"POST (/[!-~]{0,2048}) HTTP/1\.([01])\r\n"
-    rb"((?:[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}:[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n"
+    _LINE + rb"\r\n((?:[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}:[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n"
 )
 _POST = b"POST /"
 _VERSIONS = {b"0": b"HTTP/1.0", b"1": b"HTTP/1.1"}

@@ -231,12 +231,24 @@ class LANPolicy:
         @return: L{None} to serve C{request}, else the HTTP status and the
             reason to refuse it with.
         """
-        peer = _peer(request)
+        return self.refusalFor(
+            _peer(request), request.requestHeaders.getRawHeaders(b"host"), request.clientproto
+        )
+
+    def refusalFor(
+        self, peer: str, hosts: Sequence[bytes] | None, version: bytes
+    ) -> tuple[int, str] | None:
+        """
+        @param peer: the TCP peer's address.
+        @param hosts: the request's C{Host} headers.
+        @param version: the request's HTTP version.
+        @return: L{None} to serve the request, else the HTTP status and the
+            reason to refuse it with.
+        """
         if not self.peerAllowed(peer):
             return 403, f"peer {peer} is not on a LAN"
-        hosts = request.requestHeaders.getRawHeaders(b"host")
         if not hosts:
-            if request.clientproto == b"HTTP/1.1":
+            if version == b"HTTP/1.1":
                 return 400, "HTTP/1.1 request without Host"
             return None
         if len(hosts) != 1 or not self.hostAllowed(hosts[0]):
@@ -495,13 +507,9 @@ class LANChannel(HTTPChannel):
         control: ControlResource | None = self._control(head.path)
         if control is None:
             return None
-        lan = self._lan
-        if not lan.peerAllowed(self._peerHost):
-            return None
         host = head.fields.get(b"host")
-        if host is None:
-            return control if head.version == b"HTTP/1.0" else None
-        return control if lan.hostAllowed(host) else None
+        refusal = self._lan.refusalFor(self._peerHost, None if host is None else (host,), head.version)
+        return control if refusal is None else None
 
     def _answer(self, answer: Answer, head: ControlHead) -> None:
         keepAlive = head.keepAlive
@@ -545,14 +553,17 @@ class LANChannel(HTTPChannel):
         if self._closing:
             self.transport.abortConnection()
             return
-        self.log.warn(
-            "Dropped {peer}: no complete request within {timeout} seconds",
-            peer=self._peerHost,
-            timeout=self.requestTimeout,
-        )
+        self._logTooSlow(self._peerHost)
         self.transport.write(_statusOnly(408))
         self._close()
         self._deadlines.set(self, self.abortTimeout or 0, self.transport.abortConnection)
+
+    def _logTooSlow(self, peer: str) -> None:
+        self.log.warn(
+            "Dropped {peer}: no complete request within {timeout} seconds",
+            peer=peer,
+            timeout=self.requestTimeout,
+        )
 
     def _handOver(self) -> None:
         """
@@ -599,11 +610,7 @@ class LANChannel(HTTPChannel):
     def _tooSlow(self) -> None:
         self._deadline = None
         peer = self.transport.getPeer()
-        self.log.warn(
-            "Dropped {peer}: no complete request within {timeout} seconds",
-            peer=getattr(peer, "host", str(peer)),
-            timeout=self.requestTimeout,
-        )
+        self._logTooSlow(getattr(peer, "host", str(peer)))
         self.refuse(408)
         # Like the idle timeout: abort if the client does not even read.
         self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
