@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from zope.interface import implementer
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -782,6 +782,7 @@ class NFTablesBackend(Service):
         #: Elements whose connections are still to be deleted, and the
         #: worker doing it (L{_forgetLater}).
         self._toForget: dict[Key, Value] = {}
+        self._forgotten: list[Deferred[None]] = []
         self._forgetter = _Worker(
             self._forgetQueued, "Deleting the connections of removed mappings", self.log
         )
@@ -1001,13 +1002,13 @@ class NFTablesBackend(Service):
                               family=FAMILY, table=TABLE, n=len(after))
             listing = await self._run(self._nft + ["-t", "-j", "-a", "list", "table", FAMILY, TABLE], b"")
             self._fingerprint = listing.out if listing.code == 0 else None
-        # The change is in the kernel: answer now; the connections of what no
-        # longer forwards are deleted beside the queue (a conntrack run per
-        # element, which reads the whole conntrack table: neither the answer
-        # nor the next change waits for it).
-        self._forgetLater({k: v for k, v in before.items() if after.get(k) != v})
+        # The change is in the kernel. The connections of what no longer
+        # forwards are deleted beside the queue (a conntrack run per element,
+        # which reads the whole conntrack table): the next change does not
+        # wait for them, the answers to these changes do.
+        forgotten = self._forgetLater({k: v for k, v in before.items() if after.get(k) != v})
         for batch in accepted:
-            batch.done.callback(None)
+            forgotten.addCallback(lambda _, done=batch.done: done.callback(None))
         return True
 
     async def _updateAddresses(self) -> None:
@@ -1098,21 +1099,32 @@ class NFTablesBackend(Service):
             wan=wan, address=str(address), count=int(counted.group(1)) if counted else 0,
         )
 
-    def _forgetLater(self, gone: Mapping[Key, Value]) -> None:
+    def _forgetLater(self, gone: Mapping[Key, Value]) -> Deferred[None]:
         """
         Delete the connections of C{gone} (elements that no longer forward)
         soon, one conntrack run at a time, beside the transaction queue.
+
+        @return: a L{Deferred} that fires once they are deleted.
         """
+        if not gone:
+            return succeed(None)
+        done: Deferred[None] = Deferred()
         self._toForget.update(gone)
-        if self._toForget:
-            self._forgetter.start()
+        self._forgotten.append(done)
+        self._forgetter.start()
+        return done
 
     async def _forgetQueued(self) -> None:
         while self._toForget:
             queued, self._toForget = self._toForget, {}
+            waiting, self._forgotten = self._forgotten, []
             # An element that forwards again by now keeps its connections.
             forwarding = kernelElements(self._installed.values())
-            await self._forget({k: v for k, v in queued.items() if forwarding.get(k) != v})
+            try:
+                await self._forget({k: v for k, v in queued.items() if forwarding.get(k) != v})
+            finally:
+                for done in waiting:
+                    done.callback(None)
 
     async def _forget(self, elements: Mapping[Key, Value]) -> None:
         """

@@ -570,8 +570,8 @@ class BackendTests(SynchronousTestCase):
 
     def test_removalDeletesConnections(self) -> None:
         """
-        Removing a mapping deletes its conntrack entries once the change is
-        in the kernel.
+        Removing a mapping deletes its conntrack entries before the change
+        is acknowledged.
         """
         self.start()
         self.backend.apply([mapping(8080, "UDP", internalPort=9)], [])
@@ -589,25 +589,32 @@ class BackendTests(SynchronousTestCase):
 
     def test_connectionsDeletedBeside(self) -> None:
         """
-        Neither the answer to a removal nor the next change waits for the
-        conntrack runs of removed elements; they run one at a time; a clean
-        stop waits for them.
+        A removal is answered once its connections are deleted, but the next
+        change does not wait for those conntrack runs: they run beside the
+        queue, one at a time; a clean stop waits for them.
         """
         self.start()
         self.backend.apply([mapping(8080), mapping(8081), mapping(8082)], [])
         self.clock.advance(0)
         self.runner.calls.clear()
         self.runner.hold = {"conntrack"}
-        for add, remove in (([], [mapping(8080)]), ([], [mapping(8081)]), ([mapping(9000)], [])):
-            d = self.backend.apply(add, remove)
-            self.clock.advance(0)
-            self.successResultOf(d)
+        first = self.backend.apply([], [mapping(8080)])
+        self.clock.advance(0)
+        second = self.backend.apply([], [mapping(8081)])
+        self.clock.advance(0)
+        added = self.backend.apply([mapping(9000)], [])
+        self.clock.advance(0)
+        self.successResultOf(added)
+        self.assertNoResult(first)
+        self.assertNoResult(second)
         commands = [argv[0] for argv, _ in self.runner.calls]
         self.assertEqual(commands, ["nft", "conntrack", "nft", "nft"])
         stopped = self.backend.stopService()
         self.clock.advance(0)
         self.assertNoResult(stopped)
         self.runner.pending.pop(0).callback(None)
+        self.successResultOf(first)
+        self.assertNoResult(second)
         self.assertEqual(
             [argv[0] for argv, _ in self.runner.calls][4:], ["conntrack"]
         )
@@ -616,6 +623,7 @@ class BackendTests(SynchronousTestCase):
         self.runner.hold = False
         self.runner.pending.pop(0).callback(None)
         self.clock.advance(0)
+        self.successResultOf(second)
         self.successResultOf(stopped)
 
     def test_forwardingAgainKeepsConnections(self) -> None:
